@@ -1,0 +1,1 @@
+"""Pipeline stages: fetch, featurize, train, evaluate, report (see dvc.yaml)."""

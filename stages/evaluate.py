@@ -1,0 +1,138 @@
+"""evaluate: test-set metrics, per-class precision/recall, predictions and timing of one trained model.
+
+Outputs in ``--out``: ``metrics.json`` (see the report stage for its keys) and
+``predictions.csv`` (``index,actual,predicted,confidence``; DVC renders it as a
+confusion matrix).
+
+Timing: ``test_time_ms`` is the wall time of ``model.evaluate`` over the whole
+test set (the study's "testing time"); single-example latency is measured on a
+compiled ``tf.function`` forward pass of batch 1, ``latency_repeats`` calls after
+``latency_warmup`` untimed ones, reported as median and 95th percentile.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.common import StageError, atomic_dir, atomic_write_json, get_param, load_params, run_main, write_csv_rows
+
+
+def per_class_scores(actual: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> dict[str, dict[str, float]]:
+    """Precision, recall and support per class (0.0 where undefined)."""
+    scores = {}
+    for i, name in enumerate(class_names):
+        tp = int(np.sum((predicted == i) & (actual == i)))
+        n_pred = int(np.sum(predicted == i))
+        n_true = int(np.sum(actual == i))
+        scores[name] = {"precision": round(tp / n_pred, 4) if n_pred else 0.0,
+                        "recall": round(tp / n_true, 4) if n_true else 0.0, "support": n_true}
+    return scores
+
+
+def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes, num_classes) counts, rows = actual, columns = predicted."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (actual, predicted), 1)
+    return matrix
+
+
+def measure_latency_ms(model, example: np.ndarray, repeats: int, warmup: int) -> tuple[float, float]:
+    """Median and p95 wall time (ms) of one forward pass on a single example (B=1)."""
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(example[None, ...], tf.float32)
+    forward = tf.function(lambda t: model(t, training=False))
+    for _ in range(max(1, warmup)):
+        forward(x).numpy()
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        forward(x).numpy()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(np.median(times)), float(np.percentile(times, 95))
+
+
+def evaluate(model_dir: Path, features_dir: Path, batch_size: int, repeats: int, warmup: int) -> tuple[dict[str, Any], list[list[Any]]]:
+    """Evaluate ``model_dir/model.keras`` on the test split. Returns (metrics, prediction rows)."""
+    import keras
+
+    from stages.tfrecords import FEATURE_KEY, INDEX_KEY, LABEL_KEY, batched, load_split, read_spec
+
+    model_path = model_dir / "model.keras"
+    if not model_path.is_file():
+        raise StageError(f"{model_path}: model not found; run the train stage first (dvc repro)")
+    summary = json.loads((model_dir / "train_summary.json").read_text())
+    spec = read_spec(features_dir)
+    model = keras.models.load_model(model_path, safe_mode=True, compile=True)
+
+    test_ds = batched(features_dir, spec, "test", batch_size, cache=True)
+    for _ in test_ds:  # one untimed pass fills the cache, so the timing below measures the model
+        pass
+    start = time.perf_counter()
+    test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+    test_time_ms = (time.perf_counter() - start) * 1000.0
+
+    probs = model.predict(test_ds, verbose=0)
+    predicted = probs.argmax(axis=1)
+    actual_list, index_list = [], []
+    first_example = None
+    for ex in load_split(features_dir, spec, "test"):
+        actual_list.append(int(ex[LABEL_KEY]))
+        index_list.append(int(ex[INDEX_KEY]))
+        if first_example is None:
+            first_example = ex[FEATURE_KEY].numpy()
+    actual = np.asarray(actual_list)
+    if len(actual) != len(predicted):
+        raise StageError(f"{features_dir}: test split changed while evaluating; rerun featurize")
+    p50, p95 = measure_latency_ms(model, first_example, repeats, warmup)
+
+    names = spec.class_names
+    metrics = {
+        "dataset": summary["dataset"], "variant": summary["variant"], "seed": summary["seed"], "source": spec.source,
+        "params": int(model.count_params()), "model_size_bytes": model_path.stat().st_size,
+        "epochs_run": summary["epochs_run"], "train_time_s": summary["train_time_s"],
+        "best_val_accuracy": summary.get("best_val_accuracy"),
+        "test_loss": round(float(test_loss), 6), "test_accuracy": round(float(test_accuracy), 6),
+        "test_accuracy_check": round(float(np.mean(predicted == actual)), 6),
+        "test_time_ms": round(test_time_ms, 3), "latency_ms_p50": round(p50, 4), "latency_ms_p95": round(p95, 4),
+        "num_test": int(len(actual)), "class_names": names,
+        "per_class": per_class_scores(actual, predicted, names),
+        "confusion": confusion_matrix(actual, predicted, len(names)).tolist(),
+    }
+    rows = [[int(i), names[a], names[p], round(float(probs[j, p]), 6)]
+            for j, (i, a, p) in enumerate(zip(index_list, actual, predicted))]
+    return metrics, rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--features", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    batch_size = int(get_param(params, "evaluate.batch_size"))
+    repeats = int(get_param(params, "evaluate.latency_repeats"))
+    warmup = int(get_param(params, "evaluate.latency_warmup"))
+
+    from stages.runtime import configure_tensorflow
+
+    configure_tensorflow(seed=0)
+    metrics, rows = evaluate(args.model_dir, args.features, batch_size, repeats, warmup)
+    with atomic_dir(args.out) as tmp:
+        atomic_write_json(tmp / "metrics.json", metrics)
+        write_csv_rows(tmp / "predictions.csv", ["index", "actual", "predicted", "confidence"], rows)
+    print(f"evaluated {metrics['dataset']}/{metrics['variant']} seed={metrics['seed']}: "
+          f"accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}, "
+          f"latency p50 {metrics['latency_ms_p50']:.2f} ms -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,196 @@
+"""featurize: precompute model inputs once into sharded TFRecords plus ``spec.json``.
+
+- speech: decode -> mono -> resample (tensorflow-io) to ``sample_rate_hz`` -> cut or
+  zero-pad at the end to ``clip_samples`` -> ``|STFT|`` (``frame_length``,
+  ``frame_step``, ``fft_length``) -> (frames, fft_length // 2 + 1, 1). Defaults
+  reproduce the study: 8 kHz, 12,800 samples, 320/32/512 -> 391 x 257 x 1.
+- mnist: uint8 pixels (28, 28, 1) stored as bytes, parsed to float32 in [0, 1].
+
+Clips are processed in fixed-size chunks (streaming, bounded memory) and the
+STFT runs on a whole chunk at once.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from stages.common import StageError, atomic_dir, get_param, load_params, read_csv_dicts, run_main
+from stages.tfrecords import (FeatureSpec, RunningStats, ShardedWriter, assign_folds, count_by_class,
+                              serialize_example, write_spec)
+
+SPLITS = ("train", "test")
+
+
+def sort_class_names(labels: set[str]) -> list[str]:
+    """Class names in a stable order: numeric when all labels are integers ("2" < "10"), else lexical."""
+    if all(label.lstrip("-").isdigit() for label in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def num_frames(clip_samples: int, frame_length: int, frame_step: int) -> int:
+    return 1 + (clip_samples - frame_length) // frame_step
+
+
+def fit_length(samples: np.ndarray, clip_samples: int) -> np.ndarray:
+    """Cut to the first ``clip_samples`` samples or zero-pad at the end."""
+    if len(samples) >= clip_samples:
+        return samples[:clip_samples]
+    return np.pad(samples, (0, clip_samples - len(samples)))
+
+
+def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Resample float32 (samples,) with ``tfio.audio.resample``; a no-op when rates match."""
+    if rate_in == rate_out:
+        return samples
+    import tensorflow_io as tfio
+
+    out = tfio.audio.resample(samples[:, None], rate_in=rate_in, rate_out=rate_out)
+    return out.numpy()[:, 0].astype(np.float32)
+
+
+def spectrogram_batch(clips: np.ndarray, frame_length: int, frame_step: int, fft_length: int) -> np.ndarray:
+    """``|STFT|`` of a batch: float32 (B, clip_samples) -> float32 (B, frames, fft_length // 2 + 1)."""
+    import tensorflow as tf
+
+    stft = tf.signal.stft(tf.convert_to_tensor(clips, tf.float32), frame_length=frame_length,
+                          frame_step=frame_step, fft_length=fft_length)
+    return tf.abs(stft).numpy()
+
+
+def speech_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Validated speech featurize settings (one-line errors name the key)."""
+    keys = ("sample_rate_hz", "clip_samples", "frame_length", "frame_step", "fft_length")
+    s = {}
+    for key in keys:
+        value = cfg.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise StageError(f"params.yaml: features.speech.{key} must be a positive integer, got {value!r}")
+        s[key] = value
+    if s["clip_samples"] < s["frame_length"]:
+        raise StageError("params.yaml: features.speech.clip_samples must be >= features.speech.frame_length")
+    if s["fft_length"] < s["frame_length"]:
+        raise StageError("params.yaml: features.speech.fft_length must be >= features.speech.frame_length")
+    s["storage_dtype"] = cfg.get("storage_dtype", "float16")
+    s["compression"] = cfg.get("compression", "") or ""
+    s["examples_per_shard"] = int(cfg.get("examples_per_shard", 256))
+    s["chunk_clips"] = int(cfg.get("chunk_clips", 64))
+    return s
+
+
+def iter_speech_chunks(raw_dir: Path, rows: list[dict[str, str]], s: dict[str, Any]) -> Iterator[tuple[list[dict[str, str]], np.ndarray]]:
+    """Yield (rows, spectrograms float32 (B, frames, bins)) chunk by chunk."""
+    from stages.audio import read_audio
+
+    step = max(1, s["chunk_clips"])
+    for start in range(0, len(rows), step):
+        chunk = rows[start:start + step]
+        clips = np.stack([
+            fit_length(resample(*read_audio(raw_dir / row["file"]), s["sample_rate_hz"]), s["clip_samples"])
+            for row in chunk
+        ])
+        yield chunk, spectrogram_batch(clips, s["frame_length"], s["frame_step"], s["fft_length"])
+
+
+def featurize_speech(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress: bool = True) -> FeatureSpec:
+    s = speech_settings(cfg)
+    manifest = read_csv_dicts(raw_dir / "manifest.csv")
+    class_names = sort_class_names({row["label"] for row in manifest})
+    label_of = {name: i for i, name in enumerate(class_names)}
+    frames = num_frames(s["clip_samples"], s["frame_length"], s["frame_step"])
+    spec = FeatureSpec(dataset="speech", shape=[frames, s["fft_length"] // 2 + 1, 1], storage_dtype=s["storage_dtype"],
+                       compression=s["compression"], class_names=class_names, source=_source(raw_dir), settings=s)
+    stats = RunningStats()
+    bar = tqdm(total=len(manifest), desc="featurize speech", unit="clip", disable=not progress)
+    for split in SPLITS:
+        rows = sorted((r for r in manifest if r["split"] == split), key=lambda r: r["file"])
+        labels = [label_of[r["label"]] for r in rows]
+        folds = assign_folds(labels)
+        spec.counts[split] = count_by_class(labels, class_names)
+        index = 0
+        with ShardedWriter(out_dir, spec, split, s["examples_per_shard"]) as writer:
+            for chunk, specs in iter_speech_chunks(raw_dir, rows, s):
+                if split == "train":
+                    stats.update(specs)
+                for spectrogram in specs:
+                    writer.write(serialize_example(spectrogram, labels[index], index, folds[index], spec))
+                    index += 1
+                bar.update(len(chunk))
+    bar.close()
+    spec.stats = stats.as_dict()
+    return spec
+
+
+def featurize_mnist(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress: bool = True) -> FeatureSpec:
+    from stages.fetch_mnist import read_idx_gz
+
+    per_shard = int(cfg.get("examples_per_shard", 10000))
+    spec = FeatureSpec(dataset="mnist", shape=[28, 28, 1], storage_dtype="uint8", scale=1.0 / 255.0,
+                       compression=cfg.get("compression", "") or "", class_names=[str(i) for i in range(10)],
+                       source=_source(raw_dir), settings={"examples_per_shard": per_shard})
+    stats = RunningStats()
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = read_idx_gz(raw_dir / f"{prefix}-images-idx3-ubyte.gz")
+        labels = read_idx_gz(raw_dir / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+        if labels.size and labels.max() >= 10:
+            raise StageError(f"{raw_dir}: MNIST label {labels.max()} out of range 0..9")
+        folds = assign_folds(labels)
+        spec.counts[split] = count_by_class(labels, spec.class_names)
+        if split == "train":
+            stats.update(images.astype(np.float32) / 255.0)
+        with ShardedWriter(out_dir, spec, split, per_shard) as writer:
+            for i in tqdm(range(len(labels)), desc=f"featurize mnist {split}", unit="img", disable=not progress,
+                          mininterval=1.0):
+                writer.write(serialize_example(images[i], labels[i], i, folds[i], spec))
+    spec.stats = stats.as_dict()
+    return spec
+
+
+def _source(raw_dir: Path) -> str:
+    import json
+
+    try:
+        return json.loads((raw_dir / "source.json").read_text())["source"]
+    except (OSError, ValueError, KeyError):
+        return "unknown"
+
+
+def featurize(dataset: str, raw_dir: Path, out_dir: Path, params: dict[str, Any], progress: bool = True) -> FeatureSpec:
+    """Write the feature folder ``out_dir`` atomically; return its spec."""
+    if not (raw_dir / "manifest.csv").is_file():
+        raise StageError(f"{raw_dir}/manifest.csv not found; run the fetch stage first (dvc repro)")
+    cfg = get_param(params, f"features.{dataset}")
+    with atomic_dir(out_dir) as tmp:
+        if dataset == "speech":
+            spec = featurize_speech(raw_dir, tmp, cfg, progress)
+        elif dataset == "mnist":
+            spec = featurize_mnist(raw_dir, tmp, cfg, progress)
+        else:
+            raise StageError(f"unknown dataset '{dataset}'; expected 'mnist' or 'speech'")
+        write_spec(tmp, spec)
+    return spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, choices=["mnist", "speech"])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--raw", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    from stages.runtime import configure_tensorflow
+
+    configure_tensorflow()
+    spec = featurize(args.dataset, args.raw, args.out, load_params(args.params), progress=True)
+    print(f"{args.dataset}: features {spec.shape} ({spec.storage_dtype}) train={spec.num_examples('train')} "
+          f"test={spec.num_examples('test')} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,297 @@
+"""The one owner of the TFRecord feature format: keys, shapes, serialize and parse.
+
+Writer (featurize) and reader (train, evaluate) both go through this module, so
+they cannot drift. A feature folder holds:
+
+- ``{split}-{shard:05d}.tfrecord[.gz]``: shards of serialized ``tf.train.Example``;
+- ``spec.json``: shape, dtypes, compression, class names, counts per class and
+  split, normalization statistics and the shard list.
+
+Each example has four keys:
+
+- ``feature``: raw bytes of one array of shape ``spec.shape`` in ``spec.storage_dtype``
+  (``uint8`` for images, ``float16``/``float32`` for spectrograms);
+- ``label``: int64 class index;
+- ``index``: int64 position of the example in its split (sorted manifest order);
+- ``fold``: int64 in ``[0, NUM_FOLDS)``, assigned per class so that
+  ``fold < k`` selects a stratified ``k / NUM_FOLDS`` slice (validation split).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from stages.common import StageError, atomic_write_json
+
+SPEC_FILE = "spec.json"
+NUM_FOLDS = 100
+FEATURE_KEY, LABEL_KEY, INDEX_KEY, FOLD_KEY = "feature", "label", "index", "fold"
+SPLITS = ("train", "test")
+_COMPRESSION_SUFFIX = {"": ".tfrecord", "GZIP": ".tfrecord.gz", "ZLIB": ".tfrecord.zz"}
+_STORAGE_DTYPES = ("uint8", "float16", "float32")
+
+
+@dataclass
+class FeatureSpec:
+    """Describes one feature folder; serialized as ``spec.json``."""
+
+    dataset: str
+    shape: list[int]                  # model input shape, e.g. [391, 257, 1] or [28, 28, 1]
+    storage_dtype: str                # dtype of the stored bytes
+    scale: float = 1.0                # parsed float32 = stored * scale (1/255 for MNIST pixels)
+    compression: str = ""             # "", "GZIP" or "ZLIB"
+    class_names: list[str] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)   # split -> class name -> n
+    shards: dict[str, list[str]] = field(default_factory=dict)        # split -> shard file names
+    stats: dict[str, float] = field(default_factory=dict)             # train-split mean / std / min / max of parsed values
+    source: str = ""                  # data source of the raw data (embedded, fsdd, idx, folder)
+    settings: dict[str, Any] = field(default_factory=dict)            # featurize params used
+
+    def __post_init__(self) -> None:
+        if self.storage_dtype not in _STORAGE_DTYPES:
+            raise StageError(f"storage dtype '{self.storage_dtype}' not supported; use one of {_STORAGE_DTYPES}")
+        if self.compression not in _COMPRESSION_SUFFIX:
+            raise StageError(f"compression '{self.compression}' not supported; use '', 'GZIP' or 'ZLIB'")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def num_examples(self, split: str) -> int:
+        return sum(self.counts.get(split, {}).values())
+
+    def shard_name(self, split: str, shard: int) -> str:
+        return f"{split}-{shard:05d}{_COMPRESSION_SUFFIX[self.compression]}"
+
+
+def write_spec(folder: str | os.PathLike, spec: FeatureSpec) -> None:
+    atomic_write_json(Path(folder) / SPEC_FILE, asdict(spec))
+
+
+def read_spec(folder: str | os.PathLike) -> FeatureSpec:
+    path = Path(folder) / SPEC_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StageError(f"{path}: feature spec not found; run the featurize stage (dvc repro)") from None
+    except json.JSONDecodeError as exc:
+        raise StageError(f"{path}: corrupt feature spec ({exc}); delete it and rerun featurize") from None
+    return FeatureSpec(**data)
+
+
+def assign_folds(labels: Sequence[int], seed: int = 0) -> np.ndarray:
+    """Stratified fold ids in ``[0, NUM_FOLDS)`` for examples with these labels.
+
+    Within each class the examples get folds 0, 1, 2, ... in a seeded random
+    order, so ``fold < k`` takes about ``k`` percent of every class.
+    """
+    labels = np.asarray(labels)
+    folds = np.empty(len(labels), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    for label in np.unique(labels):
+        where = np.flatnonzero(labels == label)
+        order = rng.permutation(len(where))
+        folds[where[order]] = np.arange(len(where)) % NUM_FOLDS
+    return folds
+
+
+def serialize_example(feature: np.ndarray, label: int, index: int, fold: int, spec: FeatureSpec) -> bytes:
+    """Serialize one example. ``feature`` has shape ``spec.shape`` (or the same size)."""
+    import tensorflow as tf
+
+    array = np.asarray(feature)
+    if array.size != int(np.prod(spec.shape)):
+        raise StageError(f"feature of shape {array.shape} does not fit spec shape {spec.shape}")
+    raw = np.ascontiguousarray(array, dtype=spec.storage_dtype).tobytes()
+    example = tf.train.Example(features=tf.train.Features(feature={
+        FEATURE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[raw])),
+        LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+        INDEX_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(index)])),
+        FOLD_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(fold)])),
+    }))
+    return example.SerializeToString()
+
+
+def parse_fn(spec: FeatureSpec):
+    """Return ``parse(serialized) -> dict`` with ``feature`` float32 of ``spec.shape``, ``label``, ``index``, ``fold``.
+
+    Works on a batch of serialized examples too (leading batch axis), which is
+    much faster inside ``tf.data`` than parsing one record at a time.
+    """
+    import tensorflow as tf
+
+    description = {
+        FEATURE_KEY: tf.io.FixedLenFeature([], tf.string),
+        LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+        INDEX_KEY: tf.io.FixedLenFeature([], tf.int64),
+        FOLD_KEY: tf.io.FixedLenFeature([], tf.int64),
+    }
+    storage = tf.as_dtype(spec.storage_dtype)
+    shape = list(spec.shape)
+    scale = float(spec.scale)
+
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, description)
+        raw = tf.io.decode_raw(parsed[FEATURE_KEY], storage)
+        batch_shape = tf.shape(raw)[:-1]
+        feature = tf.reshape(tf.cast(raw, tf.float32), tf.concat([batch_shape, shape], axis=0))
+        if scale != 1.0:
+            feature = feature * scale
+        return {FEATURE_KEY: feature, LABEL_KEY: parsed[LABEL_KEY], INDEX_KEY: parsed[INDEX_KEY], FOLD_KEY: parsed[FOLD_KEY]}
+
+    return parse
+
+
+class ShardedWriter:
+    """Streams serialized examples of one split into numbered shards.
+
+    Usage: ``with ShardedWriter(folder, spec, "train", examples_per_shard) as w: w.write(bytes)``.
+    Shard names are recorded in ``spec.shards[split]`` when the writer closes.
+    """
+
+    def __init__(self, folder: str | os.PathLike, spec: FeatureSpec, split: str, examples_per_shard: int) -> None:
+        if examples_per_shard < 1:
+            raise StageError(f"examples_per_shard must be >= 1, got {examples_per_shard}")
+        self.folder = Path(folder)
+        self.spec = spec
+        self.split = split
+        self.examples_per_shard = examples_per_shard
+        self._writer = None
+        self._in_shard = 0
+        self._names: list[str] = []
+
+    def __enter__(self) -> "ShardedWriter":
+        return self
+
+    def write(self, record: bytes) -> None:
+        import tensorflow as tf
+
+        if self._writer is None or self._in_shard >= self.examples_per_shard:
+            self._close_shard()
+            name = self.spec.shard_name(self.split, len(self._names))
+            options = tf.io.TFRecordOptions(compression_type=self.spec.compression)
+            self._writer = tf.io.TFRecordWriter(str(self.folder / name), options)
+            self._names.append(name)
+            self._in_shard = 0
+        self._writer.write(record)
+        self._in_shard += 1
+
+    def _close_shard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __exit__(self, *exc: Any) -> None:
+        self._close_shard()
+        self.spec.shards[self.split] = list(self._names)
+
+
+def shard_paths(folder: str | os.PathLike, spec: FeatureSpec, split: str) -> list[str]:
+    names = spec.shards.get(split, [])
+    paths = [str(Path(folder) / name) for name in names]
+    for path in paths:
+        if not os.path.exists(path):
+            raise StageError(f"{path}: shard listed in spec.json is missing; rerun featurize (dvc repro)")
+    return paths
+
+
+def load_split(
+    folder: str | os.PathLike,
+    spec: FeatureSpec,
+    split: str,
+    *,
+    folds: tuple[int, int] | None = None,
+    parallel_reads: int | None = None,
+):
+    """A ``tf.data.Dataset`` of parsed example dicts from one split, in file order.
+
+    ``folds=(lo, hi)`` keeps only examples with ``lo <= fold < hi``.
+    """
+    import tensorflow as tf
+
+    paths = shard_paths(folder, spec, split)
+    if not paths:
+        raise StageError(f"{folder}: split '{split}' has no examples; check the data source")
+    autotune = tf.data.AUTOTUNE
+    ds = tf.data.TFRecordDataset(
+        paths,
+        compression_type=spec.compression,
+        num_parallel_reads=parallel_reads or min(len(paths), 4),
+    )
+    # Batch before parsing: vectorized parsing is several times faster; then unbatch.
+    ds = ds.batch(256).map(parse_fn(spec), num_parallel_calls=autotune, deterministic=True).unbatch()
+    if folds is not None:
+        lo, hi = folds
+        ds = ds.filter(lambda ex: tf.logical_and(ex[FOLD_KEY] >= lo, ex[FOLD_KEY] < hi))
+    return ds
+
+
+class RunningStats:
+    """Streaming mean, std, min and max over arrays (float64 accumulators)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.total = 0.0
+        self.total_sq = 0.0
+        self.min = float("inf")
+        self.max = float("-inf")
+
+    def update(self, values: np.ndarray) -> None:
+        v = np.asarray(values, dtype=np.float64)
+        if v.size == 0:
+            return
+        self.n += v.size
+        self.total += float(v.sum())
+        self.total_sq += float(np.square(v).sum())
+        self.min = min(self.min, float(v.min()))
+        self.max = max(self.max, float(v.max()))
+
+    def as_dict(self) -> dict[str, float]:
+        if self.n == 0:
+            return {}
+        mean = self.total / self.n
+        var = max(self.total_sq / self.n - mean * mean, 0.0)
+        return {"mean": mean, "std": var ** 0.5, "min": self.min, "max": self.max}
+
+
+def count_by_class(labels: Iterable[int], class_names: Sequence[str]) -> dict[str, int]:
+    counts = {name: 0 for name in class_names}
+    for label in labels:
+        counts[class_names[int(label)]] += 1
+    return counts
+
+
+def batched(
+    folder: str | os.PathLike,
+    spec: FeatureSpec,
+    split: str,
+    batch_size: int,
+    *,
+    folds: tuple[int, int] | None = None,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    cache: bool = True,
+    drop_remainder: bool = False,
+):
+    """Batches of ``(features float32 (B, *spec.shape), one-hot labels float32 (B, classes))`` for Keras.
+
+    Parsed examples are cached in memory after the first pass (``cache``), so
+    later epochs do no I/O or decoding; shuffling uses a fixed ``seed`` and a
+    new order every epoch.
+    """
+    import tensorflow as tf
+
+    num_classes = spec.num_classes
+    ds = load_split(folder, spec, split, folds=folds)
+    ds = ds.map(lambda ex: (ex[FEATURE_KEY], tf.one_hot(ex[LABEL_KEY], num_classes)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache()
+    if shuffle_buffer and shuffle_buffer > 1:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
