@@ -98,8 +98,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

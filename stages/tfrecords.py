@@ -87,8 +87,10 @@ def read_spec(folder: str | os.PathLike) -> FeatureSpec:
 def assign_folds(labels: Sequence[int], seed: int = 0) -> np.ndarray:
     """Stratified fold ids in ``[0, NUM_FOLDS)`` for examples with these labels.
 
-    Within each class the examples get folds 0, 1, 2, ... in a seeded random
-    order, so ``fold < k`` takes about ``k`` percent of every class.
+    Within each class, examples in a seeded random order get folds spread
+    evenly over the range (rank * NUM_FOLDS // n), so ``fold < k`` takes
+    ``ceil(k * n / NUM_FOLDS)`` examples of every class of size ``n``: a
+    stratified ``k`` percent slice, also for small classes.
     """
     labels = np.asarray(labels)
     folds = np.empty(len(labels), dtype=np.int64)
@@ -96,8 +98,13 @@ def assign_folds(labels: Sequence[int], seed: int = 0) -> np.ndarray:
     for label in np.unique(labels):
         where = np.flatnonzero(labels == label)
         order = rng.permutation(len(where))
-        folds[where[order]] = np.arange(len(where)) % NUM_FOLDS
+        folds[where[order]] = fold_of_rank(np.arange(len(where)), len(where))
     return folds
+
+
+def fold_of_rank(rank, n: int):
+    """Fold of the example with this rank (0..n-1) within a class of size n."""
+    return rank * NUM_FOLDS // n
 
 
 def serialize_example(feature: np.ndarray, label: int, index: int, fold: int, spec: FeatureSpec) -> bytes:
@@ -228,7 +235,17 @@ def load_split(
     if folds is not None:
         lo, hi = folds
         ds = ds.filter(lambda ex: tf.logical_and(ex[FOLD_KEY] >= lo, ex[FOLD_KEY] < hi))
-    return ds
+    # Known size lets Keras show progress and avoids "ran out of data" warnings.
+    return ds.apply(tf.data.experimental.assert_cardinality(count_in_folds(spec, split, folds)))
+
+
+def count_in_folds(spec: FeatureSpec, split: str, folds: tuple[int, int] | None) -> int:
+    """Exact number of examples of ``split`` with ``lo <= fold < hi`` (see :func:`assign_folds`)."""
+    counts = spec.counts.get(split, {}).values()
+    if folds is None:
+        return sum(counts)
+    lo, hi = folds
+    return sum(sum(1 for rank in range(n) if lo <= fold_of_rank(rank, n) < hi) for n in counts)
 
 
 class RunningStats:

@@ -1,0 +1,38 @@
+# Two commands a user needs: `make repro` and `make test`. Both create .venv first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: repro test bench env lock clean-env
+
+env: $(STAMP)
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (tensorflow-io 0.37.1 wheels); set PYTHON=/path/to/python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+# Whole pipeline on the embedded default data (offline).
+repro: $(STAMP)
+	@git rev-parse --git-dir >/dev/null 2>&1 || { echo "error: run inside the git clone (DVC needs git)"; exit 1; }
+	$(BIN)/dvc repro
+	@echo "report: reports/report.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+lock: $(STAMP)
+	{ echo "# Exact pins of every package (pip freeze of a working environment, Python 3.11, CPU)."; \
+	  echo "# Regenerate with: make lock"; $(BIN)/python -m pip freeze --exclude-editable | sort -f; } > requirements.txt
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,942 @@
+"""Report stage: gather per-run metrics and histories into tables, plots and a report.
+
+Reads, for every (dataset, variant, seed) named in ``params.yaml``::
+
+    {eval_dir}/{d}/{v}/seed{s}/metrics.json
+    {eval_dir}/{d}/{v}/seed{s}/predictions.csv   (first seed only, for confusion matrices)
+    {train_dir}/{d}/{v}/seed{s}/history.csv
+
+and writes into ``out_dir``::
+
+    results.csv                      one row per dataset x variant x seed
+    metrics.json                     {dataset: {variant: {mean metric: value}}} for `dvc exp show`
+    plots/learning_curves_{d}.csv    long format for DVC plots
+    plots/timing.csv                 mean train time and p50 latency per dataset x variant
+    figures/*.png                    learning curves, confusion matrices, timing, accuracy
+    report.md                        tables + figures referenced as figures/*.png
+    report.html                      the same, self-contained (figures embedded as base64)
+
+Everything is computed first and written only when all inputs were read, so a
+missing or malformed input leaves the previous outputs untouched. Output is
+deterministic: rows are sorted, figure sizes fixed, PNGs carry no timestamp or
+software tag, and nothing random (bootstrap CIs, jitter) is drawn.
+
+Usage::
+
+    python -m stages.report --params params.yaml --eval-dir reports/eval \
+        --train-dir reports/train --out-dir reports
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import html
+import io
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence, Union
+
+import matplotlib
+
+matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "stages.report"
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from stages.common import (  # noqa: E402
+    StageError,
+    atomic_dir,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    get_param,
+    load_params,
+    run_main,
+    write_csv_rows,
+)
+
+# --------------------------------------------------------------------------- constants
+
+RESULT_COLUMNS = [
+    "dataset", "variant", "seed", "source", "params", "epochs_run", "train_time_s",
+    "test_time_ms", "latency_ms_p50", "latency_ms_p95", "test_loss", "test_accuracy",
+    "best_val_accuracy", "model_size_bytes", "num_test",
+]
+INT_COLUMNS = ("seed", "params", "epochs_run", "model_size_bytes", "num_test")
+FLOAT_COLUMNS = (
+    "train_time_s", "test_time_ms", "latency_ms_p50", "latency_ms_p95",
+    "test_loss", "test_accuracy", "best_val_accuracy",
+)
+METRICS_REQUIRED_KEYS = (
+    "dataset", "variant", "seed", "source", "params", "model_size_bytes", "epochs_run",
+    "train_time_s", "test_time_ms", "latency_ms_p50", "latency_ms_p95", "test_loss",
+    "test_accuracy", "best_val_accuracy", "num_test", "class_names", "per_class",
+)
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+PREDICTION_COLUMNS = ("index", "actual", "predicted", "confidence")
+CURVE_COLUMNS = ["epoch", "variant", "seed", "split", "accuracy", "loss"]
+TIMING_COLUMNS = ["dataset", "variant", "train_time_s", "latency_ms_p50"]
+
+# Means written to metrics.json and how many decimals each keeps.
+SUMMARY_ROUNDING = {
+    "test_accuracy": 4,
+    "test_loss": 4,
+    "train_time_s": 3,
+    "latency_ms_p50": 3,
+}
+
+BASELINE_VARIANT = "cnn"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+TITLE = "Does attention help a small CNN?"
+SD_BAND = ", band = \u00b1 1 sd"
+
+# The numbers the original study published (one run per model, hosted notebook,
+# test set used as validation data); see shared/STUDY.md. Keyed by the lower-case
+# data-set name used in params.yaml.
+STUDY_RESULTS: dict[str, dict[str, dict[str, float]]] = {
+    "mnist": {
+        "cnn": {"train_time_s": 83.3, "epochs": 15, "test_time_ms": 901.9,
+                "test_loss": 0.057, "test_accuracy_pct": 98.6},
+        "cnn_attention": {"train_time_s": 52.4, "epochs": 15, "test_time_ms": 921.8,
+                          "test_loss": 0.048, "test_accuracy_pct": 98.5},
+    },
+    "speech": {
+        "cnn": {"train_time_s": 70.3, "epochs": 12, "test_time_ms": 313.3,
+                "test_loss": 2.938, "test_accuracy_pct": 81.0},
+        "cnn_attention": {"train_time_s": 53.6, "epochs": 7, "test_time_ms": 637.8,
+                          "test_loss": 0.692, "test_accuracy_pct": 84.7},
+    },
+}
+STUDY_NOTE = (
+    "The study's numbers come from a single run per model on a hosted notebook "
+    "(different hardware, so times are not comparable), and the study used the test "
+    "set as validation data, so its early stopping and 'best' accuracies saw the test set."
+)
+
+FIG_DPI = 100
+PNG_METADATA = {"Software": None}
+RC = {
+    "svg.hashsalt": "stages.report",
+    "figure.dpi": FIG_DPI,
+    "savefig.dpi": FIG_DPI,
+    "font.family": "DejaVu Sans",
+    "axes.titlesize": 11,
+}
+
+# --------------------------------------------------------------------------- params
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which runs to report, in params.yaml order."""
+
+    datasets: tuple[str, ...]
+    variants: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+
+def _name_list(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise StageError(f"params.yaml: '{key}' must be a non-empty list")
+    out = []
+    for item in value:
+        if not isinstance(item, str) or not NAME_RE.match(item):
+            raise StageError(
+                f"params.yaml: '{key}' entries must be names made of letters, digits, '_', '.', '-' (got {item!r})"
+            )
+        if item in out:
+            raise StageError(f"params.yaml: '{key}' lists {item!r} twice")
+        out.append(item)
+    return tuple(out)
+
+
+def selection_from_params(params: dict[str, Any]) -> Selection:
+    datasets = _name_list(get_param(params, "datasets"), "datasets")
+    variants = _name_list(get_param(params, "variants"), "variants")
+    seeds_raw = get_param(params, "train.seeds")
+    if not isinstance(seeds_raw, list) or not seeds_raw:
+        raise StageError("params.yaml: 'train.seeds' must be a non-empty list of integers")
+    seeds: list[int] = []
+    for s in seeds_raw:
+        if isinstance(s, bool) or not isinstance(s, int):
+            raise StageError(f"params.yaml: 'train.seeds' entries must be integers (got {s!r})")
+        if s in seeds:
+            raise StageError(f"params.yaml: 'train.seeds' lists {s} twice")
+        seeds.append(s)
+    return Selection(datasets, variants, tuple(seeds))
+
+
+# --------------------------------------------------------------------------- paths and loading
+
+
+def run_dir(root: Union[str, Path], dataset: str, variant: str, seed: int) -> Path:
+    return Path(root) / dataset / variant / f"seed{seed}"
+
+
+def _missing(path: Path) -> StageError:
+    return StageError(f"{path}: not found; run `dvc repro` to produce it")
+
+
+def _combos(datasets: Iterable[str], variants: Iterable[str], seeds: Iterable[int]):
+    """All (dataset, variant, seed) combinations, sorted as the tables are."""
+    return sorted((d, v, int(s)) for d in datasets for v in variants for s in seeds)
+
+
+def _as_int(value: Any, path: Path, key: str) -> int:
+    if isinstance(value, bool):
+        raise StageError(f"{path}: '{key}' must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise StageError(f"{path}: '{key}' must be an integer, got {value!r}")
+
+
+def _as_float(value: Any, path: Path, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise StageError(f"{path}: '{key}' must be a number, got {value!r}")
+    return float(value)
+
+
+def load_run_metrics(eval_dir: Union[str, Path], dataset: str, variant: str, seed: int) -> dict[str, Any]:
+    """Read and validate one run's metrics.json; returns a normalised dict."""
+    path = run_dir(eval_dir, dataset, variant, seed) / "metrics.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _missing(path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StageError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise StageError(f"{path}: expected a JSON object")
+    absent = [k for k in METRICS_REQUIRED_KEYS if k not in raw]
+    if absent:
+        raise StageError(f"{path}: missing key(s) {', '.join(absent)}; re-run `dvc repro`")
+    expected = {"dataset": dataset, "variant": variant, "seed": seed}
+    for key, want in expected.items():
+        got = raw[key]
+        if (key == "seed" and (isinstance(got, bool) or got != want)) or (key != "seed" and got != want):
+            raise StageError(f"{path}: '{key}' is {got!r} but the file's location says {want!r}")
+    rec: dict[str, Any] = {"dataset": dataset, "variant": variant, "seed": seed, "source": str(raw["source"])}
+    for key in INT_COLUMNS:
+        if key != "seed":
+            rec[key] = _as_int(raw[key], path, key)
+    for key in FLOAT_COLUMNS:
+        rec[key] = _as_float(raw[key], path, key)
+
+    names = raw["class_names"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise StageError(f"{path}: 'class_names' must be a list of strings")
+    per_class = raw["per_class"]
+    if not isinstance(per_class, dict):
+        raise StageError(f"{path}: 'per_class' must be an object keyed by class name")
+    cleaned: dict[str, dict[str, float]] = {}
+    for cls, stats in per_class.items():
+        if not isinstance(stats, dict):
+            raise StageError(f"{path}: per_class[{cls!r}] must be an object")
+        cleaned[str(cls)] = {
+            k: _as_float(stats[k], path, f"per_class.{cls}.{k}") if k in stats else math.nan
+            for k in ("precision", "recall", "support")
+        }
+    rec["class_names"] = list(names)
+    rec["per_class"] = cleaned
+    return rec
+
+
+def load_all_metrics(eval_dir, datasets, variants, seeds) -> list[dict[str, Any]]:
+    """Every selected run's metrics, sorted by (dataset, variant, seed)."""
+    return [load_run_metrics(eval_dir, d, v, s) for d, v, s in _combos(datasets, variants, seeds)]
+
+
+def results_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The tidy results table (RESULT_COLUMNS) from loaded metrics records."""
+    rows = [{c: r[c] for c in RESULT_COLUMNS} for r in records]
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    for c in INT_COLUMNS:
+        df[c] = df[c].astype("int64")
+    for c in FLOAT_COLUMNS:
+        df[c] = df[c].astype("float64")
+    return df.sort_values(["dataset", "variant", "seed"], kind="mergesort").reset_index(drop=True)
+
+
+def collect_results(eval_dir, datasets, variants, seeds) -> pd.DataFrame:
+    """One row per dataset x variant x seed, columns RESULT_COLUMNS, sorted."""
+    return results_frame(load_all_metrics(eval_dir, datasets, variants, seeds))
+
+
+def class_order(records: Sequence[dict[str, Any]], dataset: str) -> list[str]:
+    """Class names of a data set: the first run's order, then any others as they appear."""
+    order: list[str] = []
+    for r in records:
+        if r["dataset"] != dataset:
+            continue
+        for name in list(r["class_names"]) + list(r["per_class"]):
+            if name not in order:
+                order.append(name)
+    return order
+
+
+def per_class_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Long per-class table: dataset, variant, seed, class, precision, recall, support."""
+    rows = []
+    for r in records:
+        for cls in class_order(records, r["dataset"]):
+            stats = r["per_class"].get(cls, {})
+            rows.append({
+                "dataset": r["dataset"], "variant": r["variant"], "seed": r["seed"], "class": cls,
+                "precision": stats.get("precision", math.nan),
+                "recall": stats.get("recall", math.nan),
+                "support": stats.get("support", math.nan),
+            })
+    return pd.DataFrame(rows, columns=["dataset", "variant", "seed", "class", "precision", "recall", "support"])
+
+
+def _read_csv(path: Path, required: Sequence[str], **kwargs) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, float_precision="round_trip", **kwargs)
+    except FileNotFoundError:
+        raise _missing(path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StageError(f"{path}: cannot read CSV ({msg})") from None
+    absent = [c for c in required if c not in df.columns]
+    if absent:
+        raise StageError(f"{path}: missing column(s) {', '.join(absent)}")
+    return df
+
+
+def load_history(train_dir, dataset: str, variant: str, seed: int) -> pd.DataFrame:
+    """One run's history.csv, validated (numeric columns, integer epochs)."""
+    path = run_dir(train_dir, dataset, variant, seed) / "history.csv"
+    df = _read_csv(path, HISTORY_COLUMNS)
+    if df.empty:
+        raise StageError(f"{path}: no epochs recorded")
+    for c in HISTORY_COLUMNS:
+        converted = pd.to_numeric(df[c], errors="coerce")
+        if converted.isna().any() and not df[c].isna().equals(converted.isna()):
+            raise StageError(f"{path}: column '{c}' has non-numeric values")
+        df[c] = converted.astype("float64")
+    if df["epoch"].isna().any() or not (df["epoch"] % 1 == 0).all():
+        raise StageError(f"{path}: column 'epoch' must hold whole numbers")
+    df["epoch"] = df["epoch"].astype("int64")
+    return df
+
+
+def long_history(history: pd.DataFrame, dataset: str, variant: str, seed: int) -> pd.DataFrame:
+    """history.csv (wide) -> rows with split 'train' / 'val' and columns accuracy, loss."""
+    train = pd.DataFrame({"epoch": history["epoch"], "split": "train",
+                          "accuracy": history["accuracy"], "loss": history["loss"]})
+    val = pd.DataFrame({"epoch": history["epoch"], "split": "val",
+                        "accuracy": history["val_accuracy"], "loss": history["val_loss"]})
+    out = pd.concat([train, val], ignore_index=True)
+    out.insert(0, "seed", int(seed))
+    out.insert(0, "variant", variant)
+    out.insert(0, "dataset", dataset)
+    return out
+
+
+def load_histories(train_dir, datasets, variants, seeds) -> pd.DataFrame:
+    """Long learning-curve table: dataset, variant, seed, epoch, split, accuracy, loss (sorted)."""
+    parts = [long_history(load_history(train_dir, d, v, s), d, v, s) for d, v, s in _combos(datasets, variants, seeds)]
+    cols = ["dataset", "variant", "seed", "epoch", "split", "accuracy", "loss"]
+    df = pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+    df = df.sort_values(["dataset", "variant", "seed", "split", "epoch"], kind="mergesort")
+    return df.reset_index(drop=True)
+
+
+def load_predictions(eval_dir, dataset: str, variant: str, seed: int) -> pd.DataFrame:
+    """One run's predictions.csv with actual/predicted kept as strings."""
+    path = run_dir(eval_dir, dataset, variant, seed) / "predictions.csv"
+    return _read_csv(path, PREDICTION_COLUMNS, dtype={"actual": str, "predicted": str}, keep_default_na=False)
+
+
+def confusion_matrix(predictions: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
+    """Counts with actual classes as rows and predicted classes as columns.
+
+    Labels not in ``class_names`` are appended (sorted) so nothing is silently dropped.
+    """
+    labels = list(class_names)
+    extra = sorted((set(predictions["actual"]) | set(predictions["predicted"])) - set(labels))
+    labels += extra
+    index = {name: i for i, name in enumerate(labels)}
+    counts = [[0] * len(labels) for _ in labels]
+    for a, p in zip(predictions["actual"], predictions["predicted"]):
+        counts[index[a]][index[p]] += 1
+    cm = pd.DataFrame(counts, index=pd.Index(labels, name="actual"), columns=pd.Index(labels, name="predicted"))
+    return cm
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _clean_number(x: Any, decimals: int) -> float | None:
+    x = float(x)
+    if math.isnan(x) or math.isinf(x):
+        return None
+    value = round(x, decimals)
+    return 0.0 if value == 0 else value  # no "-0.0"
+
+
+def summary_metrics(df: pd.DataFrame) -> dict[str, dict[str, dict[str, float | None]]]:
+    """{dataset: {variant: {metric: mean over seeds}}}, rounded per SUMMARY_ROUNDING."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    means = df.groupby(["dataset", "variant"], sort=True)[list(SUMMARY_ROUNDING)].mean()
+    for (dataset, variant), row in means.iterrows():
+        out.setdefault(str(dataset), {})[str(variant)] = {
+            k: _clean_number(row[k], d) for k, d in SUMMARY_ROUNDING.items()
+        }
+    return out
+
+
+def timing_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean train time and p50 latency per dataset x variant (rounded to 3 decimals)."""
+    t = df.groupby(["dataset", "variant"], sort=True)[["train_time_s", "latency_ms_p50"]].mean().reset_index()
+    for c in ("train_time_s", "latency_ms_p50"):
+        t[c] = t[c].round(3)
+    return t[TIMING_COLUMNS]
+
+
+def curves_for_dataset(histories: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The learning-curve rows of one data set, columns CURVE_COLUMNS, sorted."""
+    sub = histories[histories["dataset"] == dataset]
+    sub = sub.sort_values(["variant", "seed", "split", "epoch"], kind="mergesort")
+    return sub[CURVE_COLUMNS].reset_index(drop=True)
+
+
+def baseline_for(variants: Sequence[str]) -> str:
+    return BASELINE_VARIANT if BASELINE_VARIANT in variants else variants[0]
+
+
+def _signed(x: float, decimals: int) -> str:
+    if math.isnan(x):
+        return "n/a"
+    s = f"{x:+.{decimals}f}"
+    return s[1:] if float(s) == 0 else s.replace("-", "\u2212")
+
+
+def difference_lines(df: pd.DataFrame, dataset: str, variants: Sequence[str]) -> list[str]:
+    """Plain-words attention-vs-baseline lines for one data set (no significance claims)."""
+    base = baseline_for(variants)
+    sub = df[df["dataset"] == dataset]
+    b = sub[sub["variant"] == base].set_index("seed")
+    lines = []
+    for v in variants:
+        if v == base:
+            continue
+        o = sub[sub["variant"] == v].set_index("seed")
+        seeds = sorted(set(b.index) & set(o.index))
+        if not seeds:
+            continue
+        acc = [(o.at[s, "test_accuracy"] - b.at[s, "test_accuracy"]) * 100 for s in seeds]
+        loss = [o.at[s, "test_loss"] - b.at[s, "test_loss"] for s in seeds]
+        mean_acc = statistics.fmean(acc)
+        n = len(seeds)
+        runs = f"over {n} seeds" if n > 1 else "over 1 seed (a single run)"
+        line = f"`{v}` \u2212 `{base}`: {_signed(mean_acc, 2)} points test accuracy {runs}"
+        if n > 1:
+            line += f" (per-seed differences {', '.join(_signed(a, 2) for a in acc)})"
+        line += f"; test loss {_signed(statistics.fmean(loss), 4)}"
+        bt, ot = b.loc[seeds, "train_time_s"].mean(), o.loc[seeds, "train_time_s"].mean()
+        if bt > 0:
+            line += f"; mean train time {ot / bt:.2f}\u00d7 the baseline's"
+        line += ". This is a difference of means, not a significance test."
+        lines.append(line)
+    return lines
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _finite(values: Iterable[Any]) -> list[float]:
+    return [float(v) for v in values if v is not None and not math.isnan(float(v))]
+
+
+def fmt_stat(values: Iterable[Any], decimals: int, scale: float = 1.0) -> str:
+    """'mean ± sd' (sample sd) over seeds, or just the value for a single seed."""
+    vals = [v * scale for v in _finite(values)]
+    if not vals:
+        return "n/a"
+    mean = statistics.fmean(vals)
+    if len(vals) > 1:
+        return f"{mean:.{decimals}f} \u00b1 {statistics.stdev(vals):.{decimals}f}"
+    return f"{mean:.{decimals}f}"
+
+
+def fmt_mean(values: Iterable[Any], decimals: int) -> str:
+    vals = _finite(values)
+    return f"{statistics.fmean(vals):.{decimals}f}" if vals else "n/a"
+
+
+def fmt_count(values: Iterable[Any]) -> str:
+    """An integer that should not vary over seeds: shown once, or 'mean ± sd' if it does."""
+    vals = _finite(values)
+    if not vals:
+        return "n/a"
+    if len(set(vals)) == 1:
+        return f"{int(vals[0]):,}"
+    return fmt_stat(vals, 1)
+
+
+def _and(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def fmt_sources(values: Iterable[Any]) -> str:
+    return ", ".join(sorted({str(v) for v in values}))
+
+
+def comparison_table(df: pd.DataFrame, dataset: str, variants: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    header = ["variant", "seeds", "test accuracy (%)", "test loss", "train time (s)", "test time (ms)",
+              "p50 latency (ms)", "params", "epochs", "source"]
+    rows = []
+    sub = df[df["dataset"] == dataset]
+    for v in variants:
+        r = sub[sub["variant"] == v]
+        rows.append([
+            f"`{v}`", str(len(r)), fmt_stat(r["test_accuracy"], 2, 100.0), fmt_stat(r["test_loss"], 4),
+            fmt_stat(r["train_time_s"], 1), fmt_stat(r["test_time_ms"], 1), fmt_stat(r["latency_ms_p50"], 2),
+            fmt_count(r["params"]), fmt_count(r["epochs_run"]), fmt_sources(r["source"]),
+        ])
+    return header, rows
+
+
+def study_table(df: pd.DataFrame, dataset: str, variants: Sequence[str]) -> tuple[list[str], list[list[str]]] | None:
+    study = STUDY_RESULTS.get(dataset.lower())
+    if study is None:
+        return None
+    header = ["variant", "run", "test accuracy (%)", "test loss", "train time (s)", "test time (ms)", "epochs"]
+    rows = []
+    sub = df[df["dataset"] == dataset]
+    for v in variants:
+        pub = study.get(v)
+        if pub is not None:
+            rows.append([f"`{v}`", "study (1 run, hosted notebook)", f"{pub['test_accuracy_pct']:.1f}",
+                         f"{pub['test_loss']:.3f}", f"{pub['train_time_s']:.1f}", f"{pub['test_time_ms']:.1f}",
+                         str(pub["epochs"])])
+        r = sub[sub["variant"] == v]
+        n = len(r)
+        rows.append([f"`{v}`", f"this pipeline ({'mean of ' + str(n) + ' seeds' if n > 1 else '1 run'})",
+                     fmt_stat(r["test_accuracy"], 1, 100.0), fmt_stat(r["test_loss"], 3),
+                     fmt_stat(r["train_time_s"], 1), fmt_stat(r["test_time_ms"], 1), fmt_count(r["epochs_run"])])
+    return header, rows
+
+
+def per_class_table(pc: pd.DataFrame, records: Sequence[dict[str, Any]], dataset: str,
+                    variants: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    header = ["class", "support"]
+    for v in variants:
+        header += [f"`{v}` precision", f"`{v}` recall"]
+    sub = pc[pc["dataset"] == dataset]
+    rows = []
+    for cls in class_order(records, dataset):
+        c = sub[sub["class"] == cls]
+        support = _finite(c["support"])
+        row = [cls, (f"{statistics.fmean(support):g}" if support else "n/a")]
+        for v in variants:
+            cv = c[c["variant"] == v]
+            row += [fmt_mean(cv["precision"], 3), fmt_mean(cv["recall"], 3)]
+        rows.append(row)
+    return header, rows
+
+
+def runs_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    header = ["dataset", "variant", "seed", "source", "test accuracy (%)", "test loss", "epochs", "train time (s)"]
+    rows = [[r.dataset, f"`{r.variant}`", str(r.seed), r.source, f"{r.test_accuracy * 100:.2f}",
+             f"{r.test_loss:.4f}", str(r.epochs_run), f"{r.train_time_s:.1f}"]
+            for r in df.itertuples(index=False)]
+    return header, rows
+
+
+# --------------------------------------------------------------------------- document model
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Para:
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Figure:
+    path: str  # relative to out_dir, e.g. "figures/timing.png"
+    caption: str
+
+
+Block = Union[Heading, Para, Bullets, Table, Figure]
+
+
+def _table(spec: tuple[list[str], list[list[str]]], caption: str = "") -> Table:
+    header, rows = spec
+    return Table(tuple(header), tuple(tuple(r) for r in rows), caption)
+
+
+@dataclass
+class FigureSet:
+    """Relative figure paths by role; filled by :func:`figure_paths`."""
+
+    learning: dict[str, str] = field(default_factory=dict)
+    confusion: dict[tuple[str, str], str] = field(default_factory=dict)
+    timing: str = "figures/timing.png"
+    accuracy: str = "figures/accuracy.png"
+
+    def all(self) -> list[str]:
+        return sorted([*self.learning.values(), *self.confusion.values(), self.timing, self.accuracy])
+
+
+def figure_paths(sel: Selection) -> FigureSet:
+    fs = FigureSet()
+    for d in sel.datasets:
+        fs.learning[d] = f"figures/learning_curves_{d}.png"
+        for v in sel.variants:
+            fs.confusion[(d, v)] = f"figures/confusion_{d}_{v}.png"
+    return fs
+
+
+def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[dict[str, Any]],
+                 sel: Selection, figures: FigureSet) -> list[Block]:
+    """The report as a list of blocks, rendered to Markdown and HTML alike."""
+    datasets = sorted(sel.datasets)
+    variants = sorted(sel.variants)
+    seeds = sorted(sel.seeds)
+    n = len(seeds)
+    base = baseline_for(variants)
+    blocks: list[Block] = [
+        Heading(1, TITLE),
+        Para(
+            "Research question: does a simple spatial-attention gate help a small CNN? The gate is one "
+            "3\u00d73 convolution with a sigmoid whose single-channel output multiplies the first "
+            "convolution's feature maps; everything else is the same network. This report compares "
+            f"{_and([f'`{v}`' for v in variants])} on {_and(datasets)}, "
+            f"each trained with {n} seed{'s' if n != 1 else ''} ({', '.join(str(s) for s in seeds)}), "
+            "and sets the results beside the numbers the original 2023 course study published."
+        ),
+        Para(
+            "How to read the tables: values are the mean over seeds, followed by \u00b1 the sample standard "
+            "deviation when there is more than one seed. Test time is the wall time to evaluate the whole "
+            "test set; p50 latency is the median time to predict a single example. Times depend on the "
+            "machine that ran the pipeline. The source column says which data source each row came from."
+        ),
+        Heading(2, "Summary"),
+    ]
+    summary_items = []
+    for d in datasets:
+        for line in difference_lines(df, d, variants) or [f"only `{base}` was run, nothing to compare"]:
+            summary_items.append(f"{d}: {line}")
+    blocks.append(Bullets(tuple(summary_items)))
+
+    for d in datasets:
+        sub = df[df["dataset"] == d]
+        blocks.append(Heading(2, f"Data set: {d}"))
+        blocks.append(_table(comparison_table(df, d, variants), f"{d}: this pipeline, per variant"))
+        sources = sorted(set(sub["source"]))
+        if len(sources) == 1:
+            blocks.append(Para(f"Every {d} row came from the data source `{sources[0]}`."))
+        else:
+            detail = "; ".join(
+                f"`{v}`: {fmt_sources(sub[sub['variant'] == v]['source'])}" for v in variants
+            )
+            blocks.append(Para(
+                f"Warning: the {d} rows came from different data sources ({detail}), "
+                "so the variants were not compared on the same data."
+            ))
+        for line in difference_lines(df, d, variants):
+            blocks.append(Para(line))
+
+        blocks.append(Heading(3, "Compared with the published study"))
+        st = study_table(df, d, variants)
+        if st is None:
+            blocks.append(Para(f"The study published no numbers for a data set called {d}."))
+        else:
+            blocks.append(_table(st, f"{d}: the study's published numbers beside this pipeline's"))
+            blocks.append(Para(STUDY_NOTE))
+
+        blocks.append(Heading(3, "Figures"))
+        blocks.append(Figure(figures.learning[d],
+                             f"{d}: accuracy and loss per epoch, train vs validation, per variant "
+                             f"(mean over seeds{SD_BAND if n > 1 else ''})"))
+        for v in variants:
+            blocks.append(Figure(figures.confusion[(d, v)],
+                                 f"{d} / {v}: confusion matrix on the test set (seed {sel.seeds[0]})"))
+
+        blocks.append(Heading(3, "Per-class precision and recall"))
+        blocks.append(_table(per_class_table(per_class, records, d, variants),
+                             f"{d}: per-class precision and recall (mean over seeds)"))
+
+    blocks.append(Heading(2, "Across data sets"))
+    blocks.append(Figure(figures.accuracy, "Test accuracy per variant: each dot is one seed, the horizontal line is the mean"))
+    blocks.append(Figure(figures.timing, "Mean training time and single-example p50 latency per data set and variant"))
+    blocks.append(Heading(2, "All runs"))
+    blocks.append(_table(runs_table(df), "Every run in this report and the data source it used"))
+    return blocks
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(blocks: Sequence[Block]) -> str:
+    """Markdown with figures referenced as relative paths (figures/x.png)."""
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"{'#' * b.level} {b.text}")
+        elif isinstance(b, Para):
+            out.append(b.text)
+        elif isinstance(b, Bullets):
+            out.append("\n".join(f"- {item}" for item in b.items))
+        elif isinstance(b, Table):
+            lines = []
+            if b.caption:
+                lines += [f"*{b.caption}*", ""]
+            lines.append("| " + " | ".join(_md_cell(h) for h in b.header) + " |")
+            lines.append("|" + "|".join("---" for _ in b.header) + "|")
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
+            out.append("\n".join(lines))
+        elif isinstance(b, Figure):
+            out.append(f"![{b.caption}]({b.path})")
+        else:  # pragma: no cover - defensive
+            raise TypeError(f"unknown block {type(b).__name__}")
+    return "\n\n".join(out) + "\n"
+
+
+def _inline_html(text: str) -> str:
+    """Escape text; `backticked` parts become <code>."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # unbalanced backticks: keep them literally
+        return html.escape(text)
+    return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p) for i, p in enumerate(parts))
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;line-height:1.45;color:#222}
+table{border-collapse:collapse;margin:0.5rem 0 1rem}
+caption{text-align:left;font-style:italic;padding-bottom:0.3rem}
+th,td{border:1px solid #ccc;padding:0.25rem 0.5rem;text-align:left}
+th{background:#f2f2f2}
+tbody tr:nth-child(even){background:#fafafa}
+figure{margin:1rem 0}
+img{max-width:100%;height:auto}
+figcaption{font-size:0.9rem;color:#555}
+code{background:#f4f4f4;padding:0 0.2rem}
+""".strip()
+
+
+def render_html(blocks: Sequence[Block], images: dict[str, bytes], title: str = TITLE) -> str:
+    """A self-contained HTML5 page; every figure is embedded as a data:image/png URI."""
+    body: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            body.append(f"<h{b.level}>{_inline_html(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            body.append(f"<p>{_inline_html(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            items = "".join(f"<li>{_inline_html(i)}</li>" for i in b.items)
+            body.append(f"<ul>{items}</ul>")
+        elif isinstance(b, Table):
+            cap = f"<caption>{_inline_html(b.caption)}</caption>" if b.caption else ""
+            head = "".join(f"<th>{_inline_html(h)}</th>" for h in b.header)
+            rows = "\n".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in b.rows)
+            body.append(f"<table>{cap}<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table>")
+        elif isinstance(b, Figure):
+            if b.path not in images:
+                raise ValueError(f"no image data for {b.path}")
+            data = base64.b64encode(images[b.path]).decode("ascii")
+            body.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b.caption, quote=True)}">'
+                f"<figcaption>{_inline_html(b.caption)}</figcaption></figure>"
+            )
+        else:  # pragma: no cover - defensive
+            raise TypeError(f"unknown block {type(b).__name__}")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def figure_png(fig) -> bytes:
+    """PNG bytes of a figure without timestamp or software metadata; closes the figure."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=FIG_DPI, metadata=PNG_METADATA)
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _style() -> Iterator[None]:
+    """Fixed style for every figure (restores the global rcParams afterwards)."""
+    with matplotlib.rc_context(RC), sns.axes_style("whitegrid"):
+        yield
+
+
+def plot_learning_curves(curves: pd.DataFrame, dataset: str, variants: Sequence[str]):
+    """Accuracy and loss per epoch; hue = variant, line style = train/val; mean ± sd over seeds."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    multi_seed = curves["seed"].nunique() > 1
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        sns.lineplot(data=curves, x="epoch", y=metric, hue="variant", style="split",
+                     hue_order=list(variants), style_order=["train", "val"], markers=True,
+                     errorbar="sd" if multi_seed else None, legend="auto" if metric == "accuracy" else False,
+                     ax=ax)
+        ax.set_title(f"{dataset}: {metric}")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(cm: pd.DataFrame, title: str):
+    fig, ax = plt.subplots(figsize=(6, 5))
+    sns.heatmap(cm, annot=len(cm) <= 20, fmt="d", cmap="Blues", square=True, cbar=True, ax=ax)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_timing(df: pd.DataFrame, datasets: Sequence[str], variants: Sequence[str]):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    multi_seed = df.groupby(["dataset", "variant"]).size().max() > 1
+    for ax, col, label in zip(axes, ("train_time_s", "latency_ms_p50"),
+                              ("training time (s)", "p50 latency, one example (ms)")):
+        sns.barplot(data=df, x="dataset", y=col, hue="variant", order=list(datasets),
+                    hue_order=list(variants), errorbar="sd" if multi_seed else None,
+                    legend=col == "latency_ms_p50", ax=ax)
+        ax.set_ylabel(label)
+        ax.set_title(label)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy(df: pd.DataFrame, datasets: Sequence[str], variants: Sequence[str]):
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 4), squeeze=False)
+    palette = dict(zip(variants, sns.color_palette(n_colors=len(variants))))
+    for ax, d in zip(axes[0], datasets):
+        sub = df[df["dataset"] == d].assign(acc_pct=lambda t: t["test_accuracy"] * 100)
+        sns.stripplot(data=sub, x="variant", y="acc_pct", hue="variant", order=list(variants),
+                      hue_order=list(variants), palette=palette, jitter=False, size=7, legend=False, ax=ax)
+        for i, v in enumerate(variants):
+            vals = sub.loc[sub["variant"] == v, "acc_pct"]
+            if len(vals):
+                ax.hlines(vals.mean(), i - 0.3, i + 0.3, colors=[palette[v]], linewidth=2.5)
+        ax.set_title(f"{d}: test accuracy")
+        ax.set_ylabel("test accuracy (%)")
+    fig.tight_layout()
+    return fig
+
+
+def make_figures(df: pd.DataFrame, histories: pd.DataFrame, predictions: dict[tuple[str, str], pd.DataFrame],
+                 records: Sequence[dict[str, Any]], sel: Selection, figures: FigureSet) -> dict[str, bytes]:
+    """Render every figure to PNG bytes, keyed by relative path."""
+    datasets, variants = sorted(sel.datasets), sorted(sel.variants)
+    out: dict[str, bytes] = {}
+    with _style():
+        for d in datasets:
+            out[figures.learning[d]] = figure_png(plot_learning_curves(curves_for_dataset(histories, d), d, variants))
+            names = class_order(records, d)
+            for v in variants:
+                cm = confusion_matrix(predictions[(d, v)], names)
+                acc = df[(df["dataset"] == d) & (df["variant"] == v) & (df["seed"] == sel.seeds[0])]
+                title = f"{d} / {v}, seed {sel.seeds[0]}"
+                if len(acc):
+                    title += f": {acc['test_accuracy'].iloc[0] * 100:.2f}% accuracy"
+                out[figures.confusion[(d, v)]] = figure_png(plot_confusion(cm, title))
+        out[figures.timing] = figure_png(plot_timing(df, datasets, variants))
+        out[figures.accuracy] = figure_png(plot_accuracy(df, datasets, variants))
+    return out
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    return value
+
+
+def frame_rows(df: pd.DataFrame, columns: Sequence[str]) -> list[list[Any]]:
+    return [[_plain(v) for v in row] for row in df[list(columns)].itertuples(index=False, name=None)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.report", description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--eval-dir", default="reports/eval")
+    ap.add_argument("--train-dir", default="reports/train")
+    ap.add_argument("--out-dir", default="reports")
+    args = ap.parse_args(argv)
+
+    sel = selection_from_params(load_params(args.params))
+    # Read everything first: a missing input fails before anything is written.
+    records = load_all_metrics(args.eval_dir, sel.datasets, sel.variants, sel.seeds)
+    df = results_frame(records)
+    per_class = per_class_frame(records)
+    histories = load_histories(args.train_dir, sel.datasets, sel.variants, sel.seeds)
+    predictions = {(d, v): load_predictions(args.eval_dir, d, v, sel.seeds[0])
+                   for d, v, _ in _combos(sel.datasets, sel.variants, sel.seeds[:1])}
+
+    figs = figure_paths(sel)
+    images = make_figures(df, histories, predictions, records, sel, figs)
+    blocks = build_report(df, per_class, records, sel, figs)
+    markdown = render_markdown(blocks)
+    page = render_html(blocks, images)
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out / "figures") as tmp:
+        for rel, data in sorted(images.items()):
+            atomic_write_bytes(tmp / Path(rel).name, data)
+    with atomic_dir(out / "plots") as tmp:
+        for d in sorted(sel.datasets):
+            write_csv_rows(tmp / f"learning_curves_{d}.csv", CURVE_COLUMNS,
+                           frame_rows(curves_for_dataset(histories, d), CURVE_COLUMNS))
+        write_csv_rows(tmp / "timing.csv", TIMING_COLUMNS, frame_rows(timing_frame(df), TIMING_COLUMNS))
+    write_csv_rows(out / "results.csv", RESULT_COLUMNS, frame_rows(df, RESULT_COLUMNS))
+    atomic_write_json(out / "metrics.json", summary_metrics(df))
+    atomic_write_text(out / "report.md", markdown)
+    atomic_write_text(out / "report.html", page)
+    print(f"report: {len(df)} runs -> {out / 'report.html'}, {out / 'report.md'}, {out / 'results.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

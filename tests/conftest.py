@@ -1,0 +1,96 @@
+"""Shared fixtures: a loopback static file server, a copy of this project in a temp git repo."""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+FSDD_ARCHIVE = SHARED_DATA / "fsdd" / "free-spoken-digit-dataset-1.0.10.tar.gz"
+VENV_BIN = Path(sys.executable).parent
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, fmt, *args):  # keep test output readable
+        pass
+
+
+@pytest.fixture
+def serve_dir():
+    """``serve_dir(folder) -> base URL``: serve a folder over HTTP on 127.0.0.1 (real server, real sockets)."""
+    servers = []
+
+    def start(folder: Path) -> str:
+        handler = functools.partial(_Quiet, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def project_files() -> list[str]:
+    """Files a clean clone would have: tracked plus untracked-but-not-ignored (so work in progress is tested too)."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                         check=True, capture_output=True).stdout.decode()
+    return sorted(f for f in out.split("\0") if f and (ROOT / f).is_file())
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command with the project's virtualenv first on PATH; show its output when it fails."""
+    full_env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1",
+                    DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
+                    GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")
+    full_env.update(env or {})
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def make_project(dest: Path, params_update: dict | None = None) -> Path:
+    """Copy the project into ``dest`` as a fresh git repo with one commit; apply nested ``params_update``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in project_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
+    if params_update:
+        params = yaml.safe_load((dest / "params.yaml").read_text())
+        deep_update(params, params_update)
+        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "test project"], dest)
+    return dest
+
+
+def deep_update(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+# Tiny settings: the real code path, shrunk to seconds on a 2-core CPU.
+TINY_PARAMS = {
+    "data": {"speech": {"embedded": {"train_voices": 2, "test_voices": 1}}},
+    "features": {"speech": {"clip_samples": 4000, "frame_step": 128, "examples_per_shard": 8}},
+    "train": {"epochs": 1, "batch_size": {"mnist": 256, "speech": 8}},
+    "evaluate": {"latency_repeats": 3, "latency_warmup": 1},
+}

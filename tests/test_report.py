@@ -1,0 +1,340 @@
+"""Tests for stages/report.py on a small hand-made tree of eval and train outputs."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+# Make `stages` importable when pytest is run as `.venv/bin/pytest` from the project root.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from stages import report  # noqa: E402
+from stages.common import StageError, run_main  # noqa: E402
+
+DATASETS = ["speech", "mnist"]  # deliberately unsorted: outputs must come out sorted
+VARIANTS = ["cnn_attention", "cnn"]
+SEEDS = [1, 0]
+CLASSES = ["0", "1", "2"]
+
+# (dataset, variant, seed) -> (test_accuracy, test_loss, train_time_s, latency_ms_p50, epochs_run, source)
+RUNS = {
+    ("mnist", "cnn", 0): (0.98, 0.06, 80.0, 1.0, 3, "idx"),
+    ("mnist", "cnn", 1): (0.96, 0.08, 84.0, 3.0, 3, "idx"),
+    ("mnist", "cnn_attention", 0): (0.99, 0.05, 50.0, 2.0, 3, "idx"),
+    ("mnist", "cnn_attention", 1): (0.97, 0.07, 54.0, 4.0, 2, "idx"),
+    ("speech", "cnn", 0): (0.80, 2.90, 70.0, 10.0, 3, "fsdd"),
+    ("speech", "cnn", 1): (0.82, 2.70, 72.0, 12.0, 3, "fsdd"),
+    ("speech", "cnn_attention", 0): (0.85, 0.70, 54.0, 20.0, 2, "fsdd"),
+    ("speech", "cnn_attention", 1): (0.83, 0.90, 52.0, 22.0, 3, "fsdd"),
+}
+PARAMS = {"mnist": {"cnn": 173738, "cnn_attention": 174027},
+          "speech": {"cnn": 25229994, "cnn_attention": 25230283}}
+
+# actual, predicted for the predictions.csv of every run (6 examples, 5 right)
+PREDICTIONS = [("0", "0"), ("0", "0"), ("1", "1"), ("1", "2"), ("2", "2"), ("2", "2")]
+
+
+def metrics_for(d: str, v: str, s: int) -> dict:
+    acc, loss, train, p50, epochs, source = RUNS[(d, v, s)]
+    return {
+        "dataset": d, "variant": v, "seed": s, "source": source,
+        "params": PARAMS[d][v], "model_size_bytes": PARAMS[d][v] * 4 + 1000,
+        "epochs_run": epochs, "train_time_s": train, "test_time_ms": 900.0 + s,
+        "latency_ms_p50": p50, "latency_ms_p95": p50 * 2, "test_loss": loss,
+        "test_accuracy": acc, "best_val_accuracy": acc + 0.005, "num_test": len(PREDICTIONS),
+        "class_names": CLASSES,
+        "per_class": {c: {"precision": 0.9 if c != "2" else 0.5 + s / 10, "recall": 1.0, "support": 2}
+                      for c in CLASSES},
+    }
+
+
+def write_run(eval_dir: Path, train_dir: Path, d: str, v: str, s: int, seed_dir: int | None = None) -> None:
+    """Write one run's metrics.json, predictions.csv and history.csv (seed_dir: a copy under another seed)."""
+    seed = s if seed_dir is None else seed_dir
+    m = metrics_for(d, v, s)
+    if seed_dir is not None:
+        m["seed"] = seed
+        m["test_accuracy"] = 0.0  # would spoil every mean if it were (wrongly) reported
+    e = eval_dir / d / v / f"seed{seed}"
+    e.mkdir(parents=True, exist_ok=True)
+    (e / "metrics.json").write_text(json.dumps(m), encoding="utf-8")
+    lines = ["index,actual,predicted,confidence"]
+    lines += [f"{i},{a},{p},0.{90 - i}" for i, (a, p) in enumerate(PREDICTIONS)]
+    (e / "predictions.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    t = train_dir / d / v / f"seed{seed}"
+    t.mkdir(parents=True, exist_ok=True)
+    hist = ["epoch,loss,accuracy,val_loss,val_accuracy"]
+    hist += [f"{ep},{1.0 / ep:.4f},{0.5 + ep / 10 + s / 100:.4f},{1.2 / ep:.4f},{0.45 + ep / 10:.4f}"
+             for ep in range(1, RUNS[(d, v, s)][4] + 1)]
+    (t / "history.csv").write_text("\n".join(hist) + "\n", encoding="utf-8")
+
+
+def write_tree(root: Path, extra_seed: int | None = None) -> dict[str, Path]:
+    """The input tree for DATASETS x VARIANTS x SEEDS (+ an unlisted extra seed) and params.yaml."""
+    eval_dir, train_dir = root / "reports" / "eval", root / "reports" / "train"
+    for (d, v, s) in RUNS:
+        write_run(eval_dir, train_dir, d, v, s)
+        if extra_seed is not None and s == 0:
+            write_run(eval_dir, train_dir, d, v, s, seed_dir=extra_seed)
+    params = root / "params.yaml"
+    params.write_text(
+        "datasets: [" + ", ".join(DATASETS) + "]\n"
+        "variants: [" + ", ".join(VARIANTS) + "]\n"
+        "train:\n  seeds: [" + ", ".join(map(str, SEEDS)) + "]\n  epochs: 15\n",
+        encoding="utf-8",
+    )
+    return {"params": params, "eval": eval_dir, "train": train_dir, "out": root / "reports"}
+
+
+def argv_for(paths: dict[str, Path], out: Path | None = None) -> list[str]:
+    return ["--params", str(paths["params"]), "--eval-dir", str(paths["eval"]),
+            "--train-dir", str(paths["train"]), "--out-dir", str(out or paths["out"])]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    paths = write_tree(root, extra_seed=7)  # seed 7 exists on disk but is not in params
+    assert report.main(argv_for(paths)) == 0
+    return paths
+
+
+# ----------------------------------------------------------------------------- results.csv
+
+
+def test_results_csv_columns_rows_order_and_values(built):
+    df = pd.read_csv(built["out"] / "results.csv", dtype={"dataset": str, "variant": str, "source": str})
+    assert list(df.columns) == report.RESULT_COLUMNS
+    assert len(df) == 8  # 2 datasets x 2 variants x 2 seeds; the extra seed 7 is ignored
+    keys = list(zip(df["dataset"], df["variant"], df["seed"]))
+    assert keys == sorted(RUNS)
+    for row in df.itertuples(index=False):
+        acc, loss, train, p50, epochs, source = RUNS[(row.dataset, row.variant, row.seed)]
+        assert row.test_accuracy == pytest.approx(acc)
+        assert row.test_loss == pytest.approx(loss)
+        assert row.train_time_s == pytest.approx(train)
+        assert row.latency_ms_p50 == pytest.approx(p50)
+        assert row.epochs_run == epochs
+        assert row.source == source
+        assert row.params == PARAMS[row.dataset][row.variant]
+        assert row.num_test == 6
+
+
+def test_collect_results_sorts_and_types(built):
+    df = report.collect_results(built["eval"], DATASETS, VARIANTS, SEEDS)
+    assert list(df.columns) == report.RESULT_COLUMNS
+    assert list(zip(df["dataset"], df["variant"], df["seed"])) == sorted(RUNS)
+    assert df["params"].dtype == "int64" and df["test_accuracy"].dtype == "float64"
+
+
+# ----------------------------------------------------------------------------- metrics.json
+
+
+def test_metrics_json_structure_and_means(built):
+    m = json.loads((built["out"] / "metrics.json").read_text())
+    assert sorted(m) == ["mnist", "speech"]
+    for d in m:
+        assert sorted(m[d]) == ["cnn", "cnn_attention"]
+        for v in m[d]:
+            assert sorted(m[d][v]) == ["latency_ms_p50", "test_accuracy", "test_loss", "train_time_s"]
+    assert m["mnist"]["cnn"] == {"test_accuracy": 0.97, "test_loss": 0.07, "train_time_s": 82.0,
+                                 "latency_ms_p50": 2.0}
+    assert m["speech"]["cnn_attention"]["test_accuracy"] == pytest.approx(0.84)
+    assert m["speech"]["cnn_attention"]["test_loss"] == pytest.approx(0.8)
+
+
+def test_summary_metrics_rounding():
+    df = pd.DataFrame({"dataset": ["a", "a"], "variant": ["v", "v"],
+                       "test_accuracy": [0.123456, 0.123457], "test_loss": [1.0, 2.0],
+                       "train_time_s": [1.00049, 1.0], "latency_ms_p50": [float("nan"), float("nan")]})
+    out = report.summary_metrics(df)
+    assert out == {"a": {"v": {"test_accuracy": 0.1235, "test_loss": 1.5, "train_time_s": 1.0,
+                               "latency_ms_p50": None}}}
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def test_learning_curve_and_timing_csvs(built):
+    plots = built["out"] / "plots"
+    assert sorted(p.name for p in plots.iterdir()) == [
+        "learning_curves_mnist.csv", "learning_curves_speech.csv", "timing.csv"]
+    lc = pd.read_csv(plots / "learning_curves_mnist.csv", dtype={"variant": str, "split": str})
+    assert list(lc.columns) == ["epoch", "variant", "seed", "split", "accuracy", "loss"]
+    # 2 variants x 2 seeds x epochs x 2 splits; cnn_attention seed 1 stopped after 2 epochs
+    assert len(lc) == 2 * (3 + 3 + 3 + 2)
+    assert set(lc["split"]) == {"train", "val"} and set(lc["seed"]) == {0, 1}
+    row = lc[(lc.variant == "cnn") & (lc.seed == 1) & (lc.split == "val") & (lc.epoch == 2)].iloc[0]
+    assert row.accuracy == pytest.approx(0.65) and row.loss == pytest.approx(0.6)
+    timing = pd.read_csv(plots / "timing.csv", dtype={"dataset": str, "variant": str})
+    assert list(timing.columns) == ["dataset", "variant", "train_time_s", "latency_ms_p50"]
+    assert list(zip(timing.dataset, timing.variant)) == [
+        ("mnist", "cnn"), ("mnist", "cnn_attention"), ("speech", "cnn"), ("speech", "cnn_attention")]
+    assert timing.train_time_s.tolist() == [82.0, 52.0, 71.0, 53.0]
+
+
+def test_load_histories_long_format(built):
+    h = report.load_histories(built["train"], ["mnist"], ["cnn"], [0])
+    assert list(h.columns) == ["dataset", "variant", "seed", "epoch", "split", "accuracy", "loss"]
+    assert h["split"].tolist() == ["train"] * 3 + ["val"] * 3
+    assert h["epoch"].tolist() == [1, 2, 3, 1, 2, 3]
+    assert h["loss"].iloc[0] == pytest.approx(1.0) and h["loss"].iloc[3] == pytest.approx(1.2)
+
+
+def test_confusion_matrix_counts():
+    preds = pd.DataFrame({"actual": [a for a, _ in PREDICTIONS], "predicted": [p for _, p in PREDICTIONS]})
+    cm = report.confusion_matrix(preds, CLASSES)
+    assert cm.values.tolist() == [[2, 0, 0], [0, 1, 1], [0, 0, 2]]
+    assert list(cm.index) == CLASSES and list(cm.columns) == CLASSES
+
+
+def test_figures_written(built):
+    names = sorted(p.name for p in (built["out"] / "figures").iterdir())
+    assert names == sorted([
+        "accuracy.png", "timing.png", "learning_curves_mnist.png", "learning_curves_speech.png",
+        "confusion_mnist_cnn.png", "confusion_mnist_cnn_attention.png",
+        "confusion_speech_cnn.png", "confusion_speech_cnn_attention.png"])
+    for name in names:
+        data = (built["out"] / "figures" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert b"tIME" not in data and b"Software" not in data
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def test_html_is_self_contained(built):
+    page = (built["out"] / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert '<meta charset="utf-8">' in page and "<title>" in page
+    assert page.count("data:image/png;base64,") == 8
+    assert 'src="figures/' not in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "http://" not in page and "https://" not in page
+    # a table per data set (comparison, study, per-class) plus the all-runs table
+    assert page.count("<table>") == 2 * 3 + 1
+    assert "<h2>Data set: mnist</h2>" in page and "<h2>Data set: speech</h2>" in page
+    for number in ("83.3", "901.9", "0.057", "98.6", "52.4", "921.8", "0.048", "98.5",
+                   "70.3", "313.3", "2.938", "81.0", "53.6", "637.8", "0.692", "84.7"):
+        assert number in page, number
+    assert "test set as validation" in page
+    assert "Research question" in page
+    # mnist: mean(0.99-0.98, 0.97-0.96) = +1.00 point; no significance claim
+    assert "<code>cnn_attention</code> \u2212 <code>cnn</code>: +1.00 points test accuracy over 2 seeds" in page
+    assert "not a significance test" in page
+    assert "97.00 \u00b1 1.41" in page  # mnist cnn: mean 97 %, sd of (98, 96)
+    assert "98.00 \u00b1 1.41" in page  # mnist cnn_attention: mean 98 %, sd of (99, 97)
+
+
+def test_markdown_matches(built):
+    md = (built["out"] / "report.md").read_text(encoding="utf-8")
+    assert md.startswith("# Does attention help a small CNN?")
+    refs = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", md)
+    assert len(refs) == 8
+    for ref in refs:
+        assert (built["out"] / ref).is_file()
+    assert "| `cnn` | study (1 run, hosted notebook) | 98.6 | 0.057 | 83.3 | 901.9 | 15 |" in md
+    assert "| `cnn_attention` | 2 | 84.00 \u00b1 1.41 |" in md  # speech comparison row
+    assert "fsdd" in md and "idx" in md
+    assert "data:image" not in md
+
+
+def test_render_functions_are_pure():
+    blocks = [report.Heading(1, "T & <x>"), report.Para("a `b<c>` d"),
+              report.Table(("h|1", "h2"), (("1", "2"),), "cap"), report.Figure("figures/f.png", "F")]
+    md = report.render_markdown(blocks)
+    assert "# T & <x>" in md and "| h\\|1 | h2 |" in md and "![F](figures/f.png)" in md
+    page = report.render_html(blocks, {"figures/f.png": b"\x89PNG"}, title="T")
+    assert "T &amp; &lt;x&gt;" in page and "<code>b&lt;c&gt;</code>" in page
+    assert "data:image/png;base64,iVBORw==" in page
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_missing_metrics_is_one_line_error(tmp_path, capsys):
+    paths = write_tree(tmp_path)
+    missing = paths["eval"] / "speech" / "cnn" / "seed1" / "metrics.json"
+    missing.unlink()
+    with pytest.raises(SystemExit) as exc:
+        run_main(report.main, argv_for(paths))
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert str(missing) in err and "dvc repro" in err
+    assert not (paths["out"] / "results.csv").exists()  # nothing written on failure
+
+
+def test_missing_history_names_file(tmp_path):
+    paths = write_tree(tmp_path)
+    missing = paths["train"] / "mnist" / "cnn_attention" / "seed0" / "history.csv"
+    missing.unlink()
+    with pytest.raises(StageError, match=re.escape(str(missing))):
+        report.load_histories(paths["train"], DATASETS, VARIANTS, SEEDS)
+
+
+def test_metrics_bad_content(tmp_path):
+    paths = write_tree(tmp_path)
+    f = paths["eval"] / "mnist" / "cnn" / "seed0" / "metrics.json"
+    m = json.loads(f.read_text())
+    del m["test_loss"]
+    f.write_text(json.dumps(m))
+    with pytest.raises(StageError, match="test_loss"):
+        report.collect_results(paths["eval"], ["mnist"], ["cnn"], [0])
+    m["test_loss"] = 0.1
+    m["variant"] = "cnn_attention"
+    f.write_text(json.dumps(m))
+    with pytest.raises(StageError, match="variant"):
+        report.collect_results(paths["eval"], ["mnist"], ["cnn"], [0])
+    f.write_text("{not json")
+    with pytest.raises(StageError, match="not valid JSON"):
+        report.collect_results(paths["eval"], ["mnist"], ["cnn"], [0])
+
+
+def test_bad_params(tmp_path):
+    with pytest.raises(StageError, match="train.seeds"):
+        report.selection_from_params({"datasets": ["mnist"], "variants": ["cnn"], "train": {}})
+    with pytest.raises(StageError, match="integers"):
+        report.selection_from_params({"datasets": ["mnist"], "variants": ["cnn"], "train": {"seeds": ["a"]}})
+    with pytest.raises(StageError, match="datasets"):
+        report.selection_from_params({"datasets": ["../x"], "variants": ["cnn"], "train": {"seeds": [0]}})
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def test_output_is_byte_identical_when_run_twice(built, tmp_path):
+    out2 = tmp_path / "again"
+    assert report.main(argv_for(built, out2)) == 0
+    first = {p.relative_to(built["out"]): p.read_bytes() for p in built["out"].rglob("*")
+             if p.is_file() and "eval" not in p.parts and "train" not in p.parts}
+    second = {p.relative_to(out2): p.read_bytes() for p in out2.rglob("*") if p.is_file()}
+    assert sorted(first) == sorted(second)
+    for rel in first:
+        assert first[rel] == second[rel], f"{rel} differs between runs"
+
+
+def test_missing_first_seed_predictions_is_an_error(tmp_path):
+    paths = write_tree(tmp_path)
+    first = paths["eval"] / "mnist" / "cnn" / f"seed{SEEDS[0]}" / "predictions.csv"
+    first.unlink()
+    with pytest.raises(StageError, match=re.escape(str(first)) + ".*dvc repro"):
+        report.main(argv_for(paths))
+
+
+def test_single_seed_and_mixed_sources_wording(built):
+    records = report.load_all_metrics(built["eval"], ["speech"], VARIANTS, [0])
+    records[0]["source"] = "embedded"  # speech cnn from another source than cnn_attention
+    df = report.results_frame(records)
+    sel = report.Selection(("speech",), tuple(VARIANTS), (0,))
+    blocks = report.build_report(df, report.per_class_frame(records), records, sel, report.figure_paths(sel))
+    md = report.render_markdown(blocks)
+    assert "over 1 seed (a single run)" in md and "+5.00 points test accuracy" in md
+    assert "\u00b1" not in md.split("## Data set: speech")[1].split("### Compared")[0]  # no sd for one seed
+    assert "Warning: the speech rows came from different data sources" in md

@@ -1,0 +1,228 @@
+"""Tests for stages/synth.py (espeak-ng digit synthesis). Fast: a few hundred short clips at most."""
+from __future__ import annotations
+
+import io
+import re
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from stages import synth  # noqa: E402
+from stages.common import StageError, sha256_file  # noqa: E402
+from stages.synth import (  # noqa: E402
+    DIGIT_WORDS,
+    Synthesizer,
+    Voice,
+    add_noise,
+    split_voices,
+    synthesize_digits,
+    voice_grid,
+    wav_bytes,
+)
+
+ROW_KEYS = {"file", "label", "split", "speaker", "duration_s", "sample_rate_hz", "sha256"}
+ID_RE = re.compile(r"^[A-Za-z0-9-]+(_[A-Za-z0-9-]+)*$")
+
+
+@pytest.fixture(scope="module")
+def synthesizer() -> Synthesizer:
+    return Synthesizer()
+
+
+def _combo(v: Voice) -> tuple[str, str]:
+    return (v.base, v.variant)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------- voices
+
+
+def test_voice_id_format():
+    assert Voice("en-us+f3", 150, 60).id == "en-us_f3_r150_p60"
+    assert Voice("en-gb-x-rp", 120, 40).id == "en-gb-x-rp_r120_p40"
+    assert Voice("en+f3", 150, 60).id != Voice("en+f3", 150, 61).id
+
+
+def test_voice_grid_distinct_and_deterministic():
+    grid = voice_grid(60, 0)
+    assert len(grid) == 60
+    assert len(set(grid)) == 60
+    assert len({v.id for v in grid}) == 60
+    assert all(ID_RE.match(v.id) and "+" not in v.id for v in grid)
+    assert voice_grid(60, 0) == grid
+    assert voice_grid(60, 1) != grid
+    assert voice_grid(10, 0) == grid[:10]
+    # all 60 use different (base, variant) combinations: the grid has more than 60
+    assert len({_combo(v) for v in grid}) == 60
+    big = voice_grid(synth.max_voices(), 3)
+    assert len({v.id for v in big}) == synth.max_voices()
+    with pytest.raises(StageError):
+        voice_grid(synth.max_voices() + 1, 0)
+
+
+@pytest.mark.parametrize("n_train,n_test,seed", [(2, 1, 0), (30, 10, 0), (40, 20, 7), (100, 30, 1)])
+def test_split_voices_disjoint(n_train, n_test, seed):
+    train, test = split_voices(n_train, n_test, seed)
+    assert (len(train), len(test)) == (n_train, n_test)
+    ids = [v.id for v in train + test]
+    assert len(set(ids)) == len(ids), "voice ids must be unique"
+    assert not {_combo(v) for v in train} & {_combo(v) for v in test}, "base+variant shared"
+    assert not {v.variant for v in train} & {v.variant for v in test}, "variant shared"
+    assert split_voices(n_train, n_test, seed) == (train, test)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def test_reports_sample_rate(synthesizer):
+    assert synthesizer.sample_rate_hz == 22050  # espeak-ng's native rate
+
+
+def test_audio_sanity(synthesizer):
+    sr = synthesizer.sample_rate_hz
+    fastest = Voice("en-gb-scotland", max(synth.RATES_WPM), 50)
+    slowest = Voice("en-us+f4", min(synth.RATES_WPM), 50)
+    for voice in voice_grid(3, 0) + [fastest, slowest]:
+        for word in DIGIT_WORDS:
+            a = synthesizer.say(word, voice)
+            assert a.dtype == np.int16 and a.ndim == 1 and a.size > 0
+            assert 0.2 <= a.size / sr <= 2.0, (word, voice, a.size / sr)
+            assert np.any(a != 0)
+            # silence at each end trimmed to at most ~50 ms
+            loud = np.flatnonzero(np.abs(a.astype(np.int32)) > 0.02 * np.abs(a.astype(np.int32)).max())
+            assert loud[0] <= 0.06 * sr and a.size - 1 - loud[-1] <= 0.06 * sr
+    v = Voice("en-us", 150, 50)
+    one, seven = synthesizer.say("one", v), synthesizer.say("seven", v)
+    assert one.size != seven.size or not np.array_equal(one, seven)
+
+
+def test_say_independent_of_call_order(synthesizer):
+    v = Voice("en-gb-x-rp+f2", 150, 60)
+    a = synthesizer.say("four", v)
+    synthesizer.say("nine", Voice("en+m3", 190, 30))
+    assert np.array_equal(synthesizer.say("four", v), a)
+    assert np.array_equal(Synthesizer().say("four", v), a)
+
+
+def test_rate_and_pitch_change_audio(synthesizer):
+    base = synthesizer.say("three", Voice("en-us", 150, 50))
+    slow = synthesizer.say("three", Voice("en-us", 110, 50))
+    high = synthesizer.say("three", Voice("en-us", 150, 80))
+    assert slow.size > base.size
+    assert high.size != base.size or not np.array_equal(high, base)
+
+
+def test_wav_bytes_round_trip():
+    rng = np.random.default_rng(0)
+    samples = rng.integers(-32768, 32767, size=1234, dtype=np.int16)
+    data = wav_bytes(samples, 22050)
+    assert data == wav_bytes(samples.copy(), 22050)
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    with wave.open(io.BytesIO(data), "rb") as w:
+        assert w.getframerate() == 22050
+        assert w.getnchannels() == 1
+        assert w.getsampwidth() == 2
+        assert w.getnframes() == samples.size
+        back = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    assert np.array_equal(back, samples)
+    with pytest.raises(ValueError):
+        wav_bytes(samples.astype(np.float32), 22050)
+
+
+def test_add_noise():
+    t = np.arange(22050) / 22050
+    clean = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    noisy = add_noise(clean, 20.0, np.random.default_rng(5))
+    assert noisy.dtype == np.int16 and noisy.shape == clean.shape
+    assert np.array_equal(noisy, add_noise(clean, 20.0, np.random.default_rng(5)))
+    noise = noisy.astype(float) - clean
+    snr = 10 * np.log10(np.mean(clean.astype(float) ** 2) / np.mean(noise**2))
+    assert abs(snr - 20.0) < 0.5
+    assert np.array_equal(add_noise(clean, float("inf"), np.random.default_rng(0)), clean)
+    loud = np.full(1000, 32000, dtype=np.int16)
+    clipped = add_noise(loud, -10.0, np.random.default_rng(0))  # heavy noise: must clip, not wrap
+    assert clipped.max() == 32767 and clipped.min() == -32768
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_unknown_voice_raises(synthesizer):
+    for name in ("xx-nosuch", "nosuch+f3", "en+nosuch", "en us"):
+        with pytest.raises(StageError) as exc:
+            synthesizer.say("one", Voice(name, 150, 50))
+        assert name in str(exc.value) and "\n" not in str(exc.value)
+    with pytest.raises(StageError):
+        synthesizer.say("one", Voice("en", 20, 50))
+
+
+def test_missing_library_raises(monkeypatch, tmp_path):
+    import espeakng_loader
+
+    monkeypatch.setattr(espeakng_loader, "get_library_path", lambda: str(tmp_path / "libespeak-ng.so"))
+    with pytest.raises(StageError, match="libespeak-ng"):
+        Synthesizer()
+
+
+def test_duplicate_voices_rejected(tmp_path):
+    v = Voice("en-us+f3", 150, 60)
+    with pytest.raises(StageError):
+        synthesize_digits(tmp_path, [v], [v], takes_per_voice=1, noise_snr_db=30.0, seed=0, progress=False)
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def test_synthesize_digits_deterministic(tmp_path):
+    train, test = split_voices(2, 1, seed=0)
+    kwargs = dict(takes_per_voice=2, noise_snr_db=25.0, seed=0, progress=False)
+    rows_a = synthesize_digits(tmp_path / "a", train, test, **kwargs)
+    rows_b = synthesize_digits(tmp_path / "b", train, test, **kwargs)
+    assert rows_a == rows_b
+    tree_a = _tree(tmp_path / "a")
+    assert tree_a == _tree(tmp_path / "b")
+    # call order does not matter
+    rows_c = synthesize_digits(tmp_path / "c", test[::-1], [], **kwargs)
+    rows_c += synthesize_digits(tmp_path / "c", train[::-1], [], **kwargs)
+    by_file = {r["file"]: r for r in rows_a}
+    for r in rows_c:
+        assert {k: v for k, v in r.items() if k != "split"} == {
+            k: v for k, v in by_file[r["file"]].items() if k != "split"
+        }
+    assert _tree(tmp_path / "c") == tree_a
+
+    # manifest
+    assert len(rows_a) == 3 * 10 * 2 == len(tree_a)
+    assert [r["file"] for r in rows_a] == sorted(r["file"] for r in rows_a)
+    for r in rows_a:
+        assert set(r) == ROW_KEYS
+        path = tmp_path / "a" / r["file"]
+        assert r["sha256"] == sha256_file(path)
+        assert r["file"] == f"recordings/{r['label']}_{r['speaker']}_{r['file'][-5]}.wav"
+        assert isinstance(r["label"], int) and 0 <= r["label"] <= 9
+        assert isinstance(r["sample_rate_hz"], int)
+        with wave.open(str(path), "rb") as w:
+            assert w.getframerate() == r["sample_rate_hz"]
+            assert r["duration_s"] == round(w.getnframes() / w.getframerate(), 4)
+        assert 0.2 <= r["duration_s"] <= 2.0
+    for split, voices in (("train", train), ("test", test)):
+        rows = [r for r in rows_a if r["split"] == split]
+        assert {r["label"] for r in rows} == set(range(10))
+        assert {r["speaker"] for r in rows} == {v.id for v in voices}
+    # takes of the same (voice, digit) differ
+    take0 = tree_a[f"recordings/3_{train[0].id}_0.wav"]
+    take1 = tree_a[f"recordings/3_{train[0].id}_1.wav"]
+    assert take0 != take1
+    # a different seed gives different noise
+    rows_d = synthesize_digits(tmp_path / "d", train[:1], [], **{**kwargs, "takes_per_voice": 1, "seed": 1})
+    assert rows_d[0]["sha256"] != by_file[rows_d[0]["file"]]["sha256"]
