@@ -110,7 +110,17 @@ def write_idx_folder(out: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]
         atomic_write_bytes(out / name, gzip_bytes(encode_idx(images if kind == "images" else labels)))
 
 
-def obtain_idx(folder: Path, urls: list[str], out: Path) -> str:
+def expected_digests(overrides: dict[str, str] | None) -> dict[str, str]:
+    """Published SHA-256 per IDX file, replaced by ``data.mnist.sha256`` entries (e.g. for a private mirror)."""
+    digests = {name: digest for name, (_, _, digest) in IDX_FILES.items()}
+    for name, digest in (overrides or {}).items():
+        if name not in digests:
+            raise StageError(f"params.yaml: data.mnist.sha256 has unknown file '{name}'; expected one of {sorted(digests)}")
+        digests[name] = digest
+    return digests
+
+
+def obtain_idx(folder: Path, urls: list[str], out: Path, digests: dict[str, str]) -> str:
     """Copy the IDX files from ``folder`` if all four are there, else download them; verify digests.
 
     Returns a description of where they came from.
@@ -119,15 +129,15 @@ def obtain_idx(folder: Path, urls: list[str], out: Path) -> str:
 
     local = [folder / name for name in IDX_FILES]
     if all(p.is_file() for p in local):
-        for name, (_, _, digest) in IDX_FILES.items():
-            download(str(folder / name), out / name, sha256=digest, progress=False)
+        for name in IDX_FILES:
+            download(str(folder / name), out / name, sha256=digests[name], progress=False)
         return f"folder {folder}"
     errors = []
     for base in urls:
         base = base if base.endswith("/") else base + "/"
         try:
-            for name, (_, _, digest) in IDX_FILES.items():
-                download(base + name, out / name, sha256=digest)
+            for name in IDX_FILES:
+                download(base + name, out / name, sha256=digests[name])
             return base
         except StageError as exc:
             errors.append(str(exc))
@@ -160,7 +170,7 @@ def fetch(params: dict[str, Any], out: Path) -> dict[str, Any]:
         elif source == "idx":
             urls = cfg.get("url") or DEFAULT_MIRRORS
             urls = [urls] if isinstance(urls, str) else list(urls)
-            origin = obtain_idx(Path(cfg.get("path", "data/user/mnist")), urls, tmp)
+            origin = obtain_idx(Path(cfg.get("path", "data/user/mnist")), urls, tmp, expected_digests(cfg.get("sha256")))
         else:
             raise StageError(f"params.yaml: data.mnist.source must be 'embedded' or 'idx', got '{source}'")
         rows = manifest_rows(tmp)

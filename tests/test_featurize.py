@@ -1,0 +1,86 @@
+"""featurize: the study's spectrogram geometry, resampling, cut/pad, and TFRecords that parse back."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from stages import featurize, fetch_speech
+from stages.common import StageError, read_csv_dicts
+from stages.tfrecords import load_split, read_spec
+
+STUDY = {"sample_rate_hz": 8000, "clip_samples": 12800, "frame_length": 320, "frame_step": 32, "fft_length": 512}
+
+
+def test_study_defaults_give_391_by_257():
+    assert featurize.num_frames(12800, 320, 32) == 391
+    clips = np.random.default_rng(0).standard_normal((2, 12800)).astype(np.float32)
+    specs = featurize.spectrogram_batch(clips, 320, 32, 512)
+    assert specs.shape == (2, 391, 257) and specs.dtype == np.float32 and (specs >= 0).all()
+    # batched transform equals the per-clip transform (the study's per-file map)
+    single = featurize.spectrogram_batch(clips[1:2], 320, 32, 512)
+    np.testing.assert_allclose(specs[1], single[0], rtol=1e-5, atol=1e-4)
+
+
+def test_fit_length_cuts_and_zero_pads_at_the_end():
+    x = np.arange(10, dtype=np.float32)
+    np.testing.assert_array_equal(featurize.fit_length(x, 4), x[:4])
+    padded = featurize.fit_length(x, 13)
+    assert len(padded) == 13 and padded[:10].tolist() == x.tolist() and not padded[10:].any()
+
+
+def test_resample_with_tensorflow_io_keeps_duration_and_pitch():
+    rate_in, rate_out = 22050, 8000
+    t = np.arange(rate_in) / rate_in  # 1 s of 440 Hz
+    out = featurize.resample(np.sin(2 * np.pi * 440 * t).astype(np.float32), rate_in, rate_out)
+    assert abs(len(out) - rate_out) <= 2
+    spectrum = np.abs(np.fft.rfft(out))
+    assert abs(np.argmax(spectrum) * rate_out / len(out) - 440) < 5
+    same = np.ones(5, np.float32)
+    assert featurize.resample(same, 8000, 8000) is same
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("frame_step", 0, "features.speech.frame_step must be a positive integer"),
+    ("clip_samples", 100, "clip_samples must be >= features.speech.frame_length"),
+    ("fft_length", 256, "fft_length must be >="),
+    ("sample_rate_hz", "8k", "sample_rate_hz must be a positive integer"),
+])
+def test_bad_speech_settings_name_the_key(key, value, match):
+    with pytest.raises(StageError, match=match):
+        featurize.speech_settings({**STUDY, key: value})
+
+
+def test_featurize_speech_end_to_end_from_mixed_rate_stereo_files(tmp_path):
+    root = tmp_path / "mine"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 2)):
+        for i in range(n):
+            rate = (8000, 16000, 22050)[i % 3]
+            samples = (rng.standard_normal((rate // 4, 2)) * 3000).astype(np.int16)  # stereo, 0.25 s
+            (root / split / str(i % 2)).mkdir(parents=True, exist_ok=True)
+            wavfile.write(root / split / str(i % 2) / f"c{i}.wav", rate, samples)
+    fetch_speech.fetch({"data": {"speech": {"source": "folder", "path": str(root), "labels": "subfolder"}}},
+                       tmp_path / "raw")
+    params = {"features": {"speech": {**STUDY, "clip_samples": 4000, "storage_dtype": "float16",
+                                      "examples_per_shard": 3, "chunk_clips": 4}}}
+    spec = featurize.featurize("speech", tmp_path / "raw", tmp_path / "feat", params, progress=False)
+    assert spec.shape == [featurize.num_frames(4000, 320, 32), 257, 1]
+    assert spec.counts == {"train": {"0": 3, "1": 3}, "test": {"0": 1, "1": 1}}
+    assert spec.source == "folder" and len(spec.shards["train"]) == 2 and spec.stats["std"] > 0
+    assert read_spec(tmp_path / "feat") == spec
+    # stored features equal a direct computation (float16 rounding aside)
+    rows = sorted((r for r in read_csv_dicts(tmp_path / "raw/manifest.csv")
+                   if r["split"] == "test"), key=lambda r: r["file"])
+    from stages.audio import read_audio
+    samples, rate = read_audio(tmp_path / "raw" / rows[0]["file"])
+    direct = featurize.spectrogram_batch(featurize.fit_length(featurize.resample(samples, rate, 8000), 4000)[None],
+                                         320, 32, 512)[0]
+    stored = next(iter(load_split(tmp_path / "feat", spec, "test")))["feature"].numpy()[..., 0]
+    np.testing.assert_allclose(stored, direct, rtol=2e-3, atol=2e-3)
+
+
+def test_featurize_requires_fetch_output(tmp_path):
+    with pytest.raises(StageError, match="run the fetch stage first"):
+        featurize.featurize("speech", tmp_path / "nothing", tmp_path / "out", {"features": {"speech": STUDY}})
+    assert not (tmp_path / "out").exists()

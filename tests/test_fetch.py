@@ -1,0 +1,171 @@
+"""fetch stages: MNIST embedded split and IDX download/checksums; the three speech label rules."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from stages import fetch_mnist, fetch_speech
+from stages.common import StageError, read_csv_dicts, sha256_file
+
+
+# ---------- MNIST ----------
+
+def test_embedded_split_is_stratified_and_deterministic(tmp_path):
+    params = {"data": {"mnist": {"source": "embedded", "embedded_test_per_class": 100, "split_seed": 0}}}
+    info = fetch_mnist.fetch(params, tmp_path / "a")
+    assert info["counts"] == {"train": 4000, "test": 1000}
+    rows = read_csv_dicts(tmp_path / "a" / "manifest.csv")
+    for split, per_class in (("train", 400), ("test", 100)):
+        labels = [int(r["label"]) for r in rows if r["split"] == split]
+        assert np.bincount(labels).tolist() == [per_class] * 10
+    # no digit is in both splits
+    train = {r["sha256"] for r in rows if r["split"] == "train"}
+    assert not train & {r["sha256"] for r in rows if r["split"] == "test"}
+    # byte-for-byte reproducible
+    fetch_mnist.fetch(params, tmp_path / "b")
+    for name in fetch_mnist.IDX_FILES:
+        assert sha256_file(tmp_path / "a" / name) == sha256_file(tmp_path / "b" / name)
+    images = fetch_mnist.read_idx_gz(tmp_path / "a" / "t10k-images-idx3-ubyte.gz")
+    assert images.shape == (1000, 28, 28) and images.dtype == np.uint8 and images.max() > 200
+
+
+def test_idx_encode_decode_round_trip_and_bad_bytes():
+    images = np.arange(2 * 28 * 28, dtype=np.uint32).reshape(2, 28, 28).astype(np.uint8)
+    np.testing.assert_array_equal(fetch_mnist.decode_idx(fetch_mnist.encode_idx(images)), images)
+    labels = np.array([3, 7], np.uint8)
+    np.testing.assert_array_equal(fetch_mnist.decode_idx(fetch_mnist.encode_idx(labels)), labels)
+    with pytest.raises(StageError, match="not an IDX"):
+        fetch_mnist.decode_idx(b"\x00\x00\x09\x99" + b"\x00" * 20, "x")
+    with pytest.raises(StageError, match="expected 4 data bytes"):
+        fetch_mnist.decode_idx(b"\x00\x00\x08\x01\x00\x00\x00\x04\x01", "x")
+
+
+def make_idx_mirror(folder, n_train=30, n_test=10):
+    """Small but valid IDX files (random digits) and their digests."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (n_train, 28, 28)).astype(np.uint8),
+        "train-labels-idx1-ubyte.gz": (np.arange(n_train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (n_test, 28, 28)).astype(np.uint8),
+        "t10k-labels-idx1-ubyte.gz": (np.arange(n_test) % 10).astype(np.uint8),
+    }
+    digests = {}
+    for name, array in arrays.items():
+        (folder / name).write_bytes(gzip.compress(fetch_mnist.encode_idx(array)))
+        digests[name] = sha256_file(folder / name)
+    return digests
+
+
+def test_idx_download_from_loopback_mirror_verifies_checksums(tmp_path, serve_dir):
+    digests = make_idx_mirror(tmp_path / "mirror")
+    base = serve_dir(tmp_path / "mirror")
+    params = {"data": {"mnist": {"source": "idx", "url": base, "path": str(tmp_path / "none"), "sha256": digests}}}
+    info = fetch_mnist.fetch(params, tmp_path / "out")
+    assert info["counts"] == {"train": 30, "test": 10} and info["origin"] == base
+    assert len(read_csv_dicts(tmp_path / "out" / "manifest.csv")) == 40
+
+
+def test_idx_checksum_mismatch_fails_and_leaves_no_output(tmp_path, serve_dir):
+    make_idx_mirror(tmp_path / "mirror")  # digests differ from the published MNIST ones
+    params = {"data": {"mnist": {"source": "idx", "url": [serve_dir(tmp_path / "mirror")], "path": str(tmp_path / "x")}}}
+    with pytest.raises(StageError, match="could not get MNIST IDX files") as err:
+        fetch_mnist.fetch(params, tmp_path / "out")
+    assert "\n" not in str(err.value) and "sha256" in str(err.value).lower()
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_idx_from_local_folder(tmp_path):
+    digests = make_idx_mirror(tmp_path / "mine")
+    params = {"data": {"mnist": {"source": "idx", "path": str(tmp_path / "mine"), "sha256": digests}}}
+    assert fetch_mnist.fetch(params, tmp_path / "out")["origin"].startswith("folder")
+
+
+def test_unknown_mnist_source_and_unknown_digest_key(tmp_path):
+    with pytest.raises(StageError, match="data.mnist.source"):
+        fetch_mnist.fetch({"data": {"mnist": {"source": "kaggle"}}}, tmp_path / "o")
+    with pytest.raises(StageError, match="data.mnist.sha256 has unknown file"):
+        fetch_mnist.expected_digests({"train.gz": "00"})
+
+
+# ---------- speech: user folder and label rules ----------
+
+def write_wav(path, seconds=0.25, rate=8000, freq=440.0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * rate)) / rate
+    wavfile.write(path, rate, (0.3 * np.sin(2 * np.pi * freq * t) * 32767).astype(np.int16))
+
+
+def speech_params(root, labels):
+    return {"data": {"speech": {"source": "folder", "path": str(root), "labels": labels}}}
+
+
+def test_labels_from_subfolders_with_study_style_capitalised_splits(tmp_path):
+    root = tmp_path / "mine"
+    for split in ("Train", "Test"):
+        for label in ("yes", "no"):
+            write_wav(root / split / label / "a.wav")
+            write_wav(root / split / label / "b.WAV")
+    info = fetch_speech.fetch(speech_params(root, "subfolder"), tmp_path / "out")
+    rows = read_csv_dicts(tmp_path / "out" / "manifest.csv")
+    assert info["counts"] == {"train": 4, "test": 4} and info["labels"] == ["no", "yes"]
+    assert {(r["split"], r["label"]) for r in rows} == {(s, lab) for s in ("train", "test") for lab in ("yes", "no")}
+    for r in rows:
+        assert (tmp_path / "out" / r["file"]).is_file() and r["sha256"] == sha256_file(tmp_path / "out" / r["file"])
+        assert float(r["duration_s"]) == pytest.approx(0.25) and r["sample_rate_hz"] == "8000"
+
+
+def test_labels_from_fsdd_style_prefix(tmp_path):
+    root = tmp_path / "mine"
+    write_wav(root / "train" / "7_alice_0.wav")
+    write_wav(root / "train" / "10_bob_3.wav")
+    write_wav(root / "test" / "03_alice_1.wav")
+    fetch_speech.fetch(speech_params(root, "prefix"), tmp_path / "out")
+    rows = {r["file"].split("/")[-1]: r for r in read_csv_dicts(tmp_path / "out" / "manifest.csv")}
+    assert rows["7_alice_0.wav"]["label"] == "7" and rows["10_bob_3.wav"]["label"] == "10"
+    assert rows["03_alice_1.wav"]["label"] == "3" and rows["03_alice_1.wav"]["speaker"] == "alice"
+
+
+def test_prefix_rule_names_a_file_without_a_label(tmp_path):
+    root = tmp_path / "mine"
+    write_wav(root / "train" / "seven.wav")
+    write_wav(root / "test" / "1_a_0.wav")
+    with pytest.raises(StageError, match=r"seven\.wav: file name has no digits"):
+        fetch_speech.fetch(speech_params(root, "prefix"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cyclic_rule_is_the_studys_sorted_order_convention(tmp_path):
+    root = tmp_path / "mine"
+    for i in range(12):
+        write_wav(root / "train" / f"clip{i:02d}.wav")
+    write_wav(root / "test" / "z.wav")
+    fetch_speech.fetch(speech_params(root, "cyclic"), tmp_path / "out")
+    train = [r for r in read_csv_dicts(tmp_path / "out" / "manifest.csv") if r["split"] == "train"]
+    assert [r["label"] for r in sorted(train, key=lambda r: r["file"])] == [str(i % 10) for i in range(12)]
+
+
+def test_missing_split_folder_and_unknown_rule_are_clear(tmp_path):
+    root = tmp_path / "mine"
+    write_wav(root / "train" / "1_a_0.wav")
+    with pytest.raises(StageError, match="no 'test' subfolder"):
+        fetch_speech.fetch(speech_params(root, "prefix"), tmp_path / "out")
+    write_wav(root / "test" / "1_a_1.wav")
+    with pytest.raises(StageError, match="data.speech.labels must be one of"):
+        fetch_speech.fetch(speech_params(root, "alphabetical"), tmp_path / "out")
+    with pytest.raises(StageError, match="does not exist"):
+        fetch_speech.fetch(speech_params(tmp_path / "nowhere", "prefix"), tmp_path / "out")
+
+
+def test_embedded_speech_source_writes_manifest_and_disjoint_speakers(tmp_path):
+    params = {"data": {"speech": {"source": "embedded", "embedded": {
+        "train_voices": 2, "test_voices": 1, "takes_per_voice": 1, "noise_snr_db": 30.0, "seed": 0}}}}
+    info = fetch_speech.fetch(params, tmp_path / "out")
+    assert info["counts"] == {"train": 20, "test": 10}
+    assert not set(info["speakers"]["train"]) & set(info["speakers"]["test"])
+    assert json.loads((tmp_path / "out" / "source.json").read_text())["source"] == "embedded"

@@ -1,0 +1,100 @@
+"""The TFRecord feature format: writer and reader agree, folds are stratified, counts are exact."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stages.common import StageError
+from stages.tfrecords import (NUM_FOLDS, FeatureSpec, ShardedWriter, assign_folds, batched, count_in_folds,
+                              load_split, read_spec, serialize_example, write_spec)
+
+
+def write_examples(folder, spec, split, features, labels, per_shard):
+    folds = assign_folds(labels)
+    with ShardedWriter(folder, spec, split, per_shard) as writer:
+        for i, (feat, lab) in enumerate(zip(features, labels)):
+            writer.write(serialize_example(feat, lab, i, folds[i], spec))
+    spec.counts[split] = {str(c): int(np.sum(labels == c)) for c in range(spec.num_classes)}
+    return folds
+
+
+@pytest.mark.parametrize("storage,compression,atol", [("float32", "", 0.0), ("float16", "GZIP", 1e-2),
+                                                      ("uint8", "ZLIB", 0.0)])
+def test_round_trip_values_labels_order_and_folds(tmp_path, storage, compression, atol):
+    rng = np.random.default_rng(0)
+    shape = [5, 7, 1]
+    n = 23
+    if storage == "uint8":
+        features = rng.integers(0, 256, size=(n, *shape)).astype(np.uint8)
+    else:
+        features = rng.random((n, *shape), dtype=np.float32) * 4
+    labels = np.arange(n) % 3
+    spec = FeatureSpec(dataset="t", shape=shape, storage_dtype=storage, compression=compression,
+                       class_names=["a", "b", "c"])
+    folds = write_examples(tmp_path, spec, "train", features, labels, per_shard=5)
+    assert len(spec.shards["train"]) == 5  # 23 examples, 5 per shard
+    write_spec(tmp_path, spec)
+
+    spec2 = read_spec(tmp_path)
+    assert spec2 == spec
+    got = list(load_split(tmp_path, spec2, "train").as_numpy_iterator())
+    assert [int(ex["index"]) for ex in got] == list(range(n))
+    assert [int(ex["label"]) for ex in got] == labels.tolist()
+    assert [int(ex["fold"]) for ex in got] == folds.tolist()
+    stacked = np.stack([ex["feature"] for ex in got])
+    assert stacked.dtype == np.float32 and stacked.shape == (n, *shape)
+    np.testing.assert_allclose(stacked, features.astype(np.float32), atol=atol, rtol=1e-3)
+
+
+def test_scale_applies_on_parse(tmp_path):
+    spec = FeatureSpec(dataset="m", shape=[2, 2, 1], storage_dtype="uint8", scale=1 / 255, class_names=["0", "1"])
+    write_examples(tmp_path, spec, "test", np.full((2, 2, 2, 1), 255, np.uint8), np.array([0, 1]), per_shard=10)
+    feats = [ex["feature"] for ex in load_split(tmp_path, spec, "test").as_numpy_iterator()]
+    np.testing.assert_allclose(feats[0], 1.0)
+
+
+@pytest.mark.parametrize("per_class", [3, 16, 400, 1001])
+def test_folds_give_a_stratified_fraction_of_every_class(per_class):
+    labels = np.repeat(np.arange(10), per_class)
+    folds = assign_folds(labels)
+    assert folds.min() >= 0 and folds.max() < NUM_FOLDS
+    for k in (10, 25):
+        expected = -(-k * per_class // NUM_FOLDS)  # ceil
+        for c in range(10):
+            assert int(np.sum(folds[labels == c] < k)) == expected
+    assert np.array_equal(folds, assign_folds(labels))  # deterministic
+
+
+def test_count_in_folds_matches_filtered_dataset(tmp_path):
+    labels = np.repeat(np.arange(3), [7, 11, 20])
+    spec = FeatureSpec(dataset="t", shape=[1], storage_dtype="float32", class_names=["a", "b", "c"])
+    write_examples(tmp_path, spec, "train", np.zeros((len(labels), 1), np.float32), labels, per_shard=100)
+    for folds in [(0, 10), (10, NUM_FOLDS), (0, NUM_FOLDS), (40, 60)]:
+        actual = sum(1 for _ in load_split(tmp_path, spec, "train", folds=folds))
+        assert actual == count_in_folds(spec, "train", folds)
+    assert count_in_folds(spec, "train", (0, 10)) + count_in_folds(spec, "train", (10, NUM_FOLDS)) == len(labels)
+
+
+def test_batched_gives_one_hot_labels(tmp_path):
+    spec = FeatureSpec(dataset="t", shape=[3], storage_dtype="float32", class_names=["a", "b"])
+    write_examples(tmp_path, spec, "train", np.ones((5, 3), np.float32), np.array([0, 1, 0, 1, 1]), per_shard=2)
+    x, y = next(iter(batched(tmp_path, spec, "train", 4)))
+    assert x.shape == (4, 3) and y.shape == (4, 2)
+    assert y.numpy().tolist()[:2] == [[1, 0], [0, 1]]
+
+
+def test_missing_spec_and_missing_shard_are_one_line_errors(tmp_path):
+    with pytest.raises(StageError, match="feature spec not found"):
+        read_spec(tmp_path)
+    spec = FeatureSpec(dataset="t", shape=[1], storage_dtype="float32", class_names=["a"],
+                       shards={"train": ["train-00000.tfrecord"]}, counts={"train": {"a": 1}})
+    with pytest.raises(StageError, match="shard listed in spec.json is missing"):
+        load_split(tmp_path, spec, "train")
+
+
+def test_wrong_feature_size_and_bad_dtype_are_rejected():
+    spec = FeatureSpec(dataset="t", shape=[2, 2], storage_dtype="float32", class_names=["a"])
+    with pytest.raises(StageError, match="does not fit"):
+        serialize_example(np.zeros(3), 0, 0, 0, spec)
+    with pytest.raises(StageError, match="storage dtype"):
+        FeatureSpec(dataset="t", shape=[1], storage_dtype="int7")
