@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.common import StageError, atomic_dir, atomic_write_json, get_param, load_params, run_main, write_csv_rows
+from stages.common import StageError, atomic_write_json, get_param, load_params, run_main, write_csv_rows
 
 
 def per_class_scores(actual: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> dict[str, dict[str, float]]:
@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--features", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
+    parser.add_argument("--predictions", type=Path, required=True, help="predictions.csv to write")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = load_params(args.params)
@@ -126,12 +127,11 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_tensorflow(seed=0)
     metrics, rows = evaluate(args.model_dir, args.features, batch_size, repeats, warmup)
-    with atomic_dir(args.out) as tmp:
-        atomic_write_json(tmp / "metrics.json", metrics)
-        write_csv_rows(tmp / "predictions.csv", ["index", "actual", "predicted", "confidence"], rows)
+    write_csv_rows(args.predictions, ["index", "actual", "predicted", "confidence"], rows)
+    atomic_write_json(args.metrics, metrics)
     print(f"evaluated {metrics['dataset']}/{metrics['variant']} seed={metrics['seed']}: "
           f"accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}, "
-          f"latency p50 {metrics['latency_ms_p50']:.2f} ms -> {args.out}")
+          f"latency p50 {metrics['latency_ms_p50']:.2f} ms -> {args.metrics.parent}")
     return 0
 
 

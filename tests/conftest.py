@@ -94,3 +94,21 @@ TINY_PARAMS = {
     "train": {"epochs": 1, "batch_size": {"mnist": 256, "speech": 8}},
     "evaluate": {"latency_repeats": 3, "latency_warmup": 1},
 }
+
+
+@pytest.fixture(scope="session")
+def built_project(tmp_path_factory):
+    """A tiny project after one full `dvc repro` (built once per test session). Do not modify it: use
+    :func:`copy_project` to get a private copy (its DVC cache included) for tests that change things."""
+    root = make_project(tmp_path_factory.mktemp("built") / "project", TINY_PARAMS)
+    proc = run(["dvc", "repro"], root)
+    (root / ".repro-stdout.txt").write_text(proc.stdout)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "built"], root)
+    return root
+
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """A private copy of a project, its git history, workspace and DVC cache included."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest

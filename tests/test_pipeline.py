@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from conftest import FSDD_ARCHIVE, TINY_PARAMS, make_project, run
+from conftest import FSDD_ARCHIVE, copy_project, run
 
 pytestmark = pytest.mark.slow
 DATASETS, VARIANTS = ("mnist", "speech"), ("cnn", "cnn_attention")
@@ -19,11 +19,14 @@ RESULT_COLUMNS = ["dataset", "variant", "seed", "source", "params", "epochs_run"
                   "latency_ms_p50", "test_loss", "test_accuracy"]
 
 
+class _Proc:
+    def __init__(self, stdout):
+        self.stdout = stdout
+
+
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("pipeline") / "project", TINY_PARAMS)
-    proc = run(["dvc", "repro"], root)
-    return root, proc
+def project(built_project):
+    return built_project, _Proc((built_project / ".repro-stdout.txt").read_text())
 
 
 def read_results(root):
@@ -59,7 +62,7 @@ def test_every_stage_writes_its_outputs(project):
 def test_results_csv_has_one_row_per_dataset_variant_seed(project):
     root, _ = project
     rows = read_results(root)
-    assert list(rows[0])[:len(RESULT_COLUMNS)] == RESULT_COLUMNS
+    assert set(RESULT_COLUMNS) <= set(rows[0]) and list(rows[0])[:3] == ["dataset", "variant", "seed"]
     assert sorted((r["dataset"], r["variant"], r["seed"]) for r in rows) == [
         (d, v, "0") for d in DATASETS for v in VARIANTS]
     for r in rows:
@@ -77,7 +80,12 @@ def test_report_and_metrics_for_dvc(project):
     assert set(metrics) == set(DATASETS) and set(metrics["speech"]) == set(VARIANTS)
     shown = run(["dvc", "metrics", "show", "--json"], root).stdout
     assert "test_accuracy" in shown
-
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], root).stdout)
+    assert not plots.get("errors"), plots.get("errors")
+    names = set(plots["data"])
+    assert {"reports/plots/learning_curves_speech.csv", "reports/plots/timing.csv"} <= names  # all variants in one chart
+    assert {f"reports/eval/{d}/{v}/seed0/predictions.csv" for d in DATASETS for v in VARIANTS} <= names  # confusion
+    assert {f"reports/train/{d}/{v}/seed0/history.csv" for d in DATASETS for v in VARIANTS} <= names
 
 def test_nothing_to_do_on_second_repro(project):
     root, _ = project
@@ -88,10 +96,10 @@ def test_nothing_to_do_on_second_repro(project):
 
 
 @pytest.mark.realdata
-def test_real_fsdd_through_dvc_exp_run(project, serve_dir):
+def test_real_fsdd_through_dvc_exp_run(built_project, tmp_path, serve_dir):
     if not FSDD_ARCHIVE.is_file():
         pytest.skip(f"real FSDD archive not found at {FSDD_ARCHIVE}")
-    root, _ = project
+    root = copy_project(built_project, tmp_path / "fsdd")
     url = serve_dir(FSDD_ARCHIVE.parent) + FSDD_ARCHIVE.name
     proc = run(["dvc", "exp", "run", "-n", "fsdd-tiny", "-S", "data.speech.source=fsdd", "-S",
                 f"data.speech.url={url}", "-S", "datasets=[speech]"], root)
