@@ -39,8 +39,12 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     sys.exit(code or 0)
 
 
-def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
-    """Load ``params.yaml`` as a dict; a clear error if it is missing or malformed."""
+def load_params(path: str | os.PathLike = PARAMS_FILE, validate: bool = True) -> dict[str, Any]:
+    """Load ``params.yaml`` as a dict and validate it (``stages.params_check``) before any work.
+
+    A missing or malformed file, an unknown key, a wrong type or an impossible value is one
+    ``StageError`` line naming the key.
+    """
     p = Path(path)
     try:
         with p.open("r", encoding="utf-8") as fh:
@@ -51,6 +55,10 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
         raise StageError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise StageError(f"{p}: expected a mapping of parameters at the top level")
+    if validate:
+        from stages.params_check import validate as check
+
+        check(data)
     return data
 
 
@@ -124,6 +132,18 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def remove_stale_temps(path: Path) -> None:
+    """Delete temporary siblings (``.{name}.*.tmp``) left by a run that was killed (kill -9, power loss).
+
+    DVC runs one stage per output at a time, so any such sibling is garbage.
+    """
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a directory under a temporary sibling name; rename it into place on success.
@@ -133,6 +153,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:

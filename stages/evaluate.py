@@ -57,7 +57,8 @@ def measure_latency_ms(model, example: np.ndarray, repeats: int, warmup: int) ->
     return float(np.median(times)), float(np.percentile(times, 95))
 
 
-def evaluate(model_dir: Path, features_dir: Path, batch_size: int, repeats: int, warmup: int) -> tuple[dict[str, Any], list[list[Any]]]:
+def evaluate(model_dir: Path, features_dir: Path, summary_file: Path, batch_size: int, repeats: int,
+             warmup: int) -> tuple[dict[str, Any], list[list[Any]]]:
     """Evaluate ``model_dir/model.keras`` on the test split. Returns (metrics, prediction rows)."""
     import keras
 
@@ -66,7 +67,10 @@ def evaluate(model_dir: Path, features_dir: Path, batch_size: int, repeats: int,
     model_path = model_dir / "model.keras"
     if not model_path.is_file():
         raise StageError(f"{model_path}: model not found; run the train stage first (dvc repro)")
-    summary = json.loads((model_dir / "train_summary.json").read_text())
+    try:
+        summary = json.loads(Path(summary_file).read_text())
+    except FileNotFoundError:
+        raise StageError(f"{summary_file}: training summary not found; run the train stage first (dvc repro)") from None
     spec = read_spec(features_dir)
     model = keras.models.load_model(model_path, safe_mode=True, compile=False)
     model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--features", type=Path, required=True)
+    parser.add_argument("--train-summary", type=Path, required=True, help="summary.json written by train")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
     parser.add_argument("--predictions", type=Path, required=True, help="predictions.csv to write")
     parser.add_argument("--params", default="params.yaml")
@@ -126,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from stages.runtime import configure_tensorflow
 
     configure_tensorflow(seed=0)
-    metrics, rows = evaluate(args.model_dir, args.features, batch_size, repeats, warmup)
+    metrics, rows = evaluate(args.model_dir, args.features, args.train_summary, batch_size, repeats, warmup)
     write_csv_rows(args.predictions, ["index", "actual", "predicted", "confidence"], rows)
     atomic_write_json(args.metrics, metrics)
     print(f"evaluated {metrics['dataset']}/{metrics['variant']} seed={metrics['seed']}: "

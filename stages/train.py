@@ -7,8 +7,9 @@ and categorical cross-entropy, early stopping as configured (the study: on
 a stratified slice of the training data (``train.validation_fraction``), or the
 test set when ``train.validate_on_test`` is true (the study's choice).
 
-Outputs: ``--out`` (model.keras, config.json, class_names.json, train_summary.json),
-``--history`` (per-epoch CSV, a DVC plot) and ``--live-dir`` (dvclive logs).
+Outputs: ``--out`` (model.keras, config.json, class_names.json: deterministic bytes),
+``--summary`` (epochs run, training time), ``--history`` (per-epoch CSV, a DVC plot) and
+``--live-dir`` (dvclive logs).
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ def train_settings(params: dict[str, Any], dataset: str, variant: str) -> dict[s
         "validate_on_test": bool(t.get("validate_on_test", False)),
         "early_stopping": dict(t.get("early_stopping") or {}),
         "strategy": str(t.get("strategy", "auto")),
+        "resume": bool(t.get("resume", False)),
         "learning_rate": float(model_cfg.get("learning_rate", 0.001)),
         "model": model_cfg,
     }
@@ -97,8 +99,65 @@ def _round(value: Any) -> Any:
     return "" if value is None else round(float(value), 6)
 
 
-def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, Any], live=None, verbose: int = 2):
-    """Train one model. Returns ``(model, spec, history_rows, summary)``."""
+def settings_key(dataset: str, variant: str, seed: int, s: dict[str, Any], spec) -> str:
+    """Fingerprint of everything that determines a training run; a checkpoint is resumed only if it matches."""
+    import hashlib
+    import json
+
+    payload = {"dataset": dataset, "variant": variant, "seed": seed, "spec": spec.shards | {"shape": spec.shape},
+               "settings": {k: v for k, v in s.items() if k != "resume"}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Checkpoint:
+    """Per-epoch training state in ``folder`` (outside DVC outputs, which DVC deletes before a stage runs).
+
+    ``state.keras``: the compiled model with optimizer state; ``state.json``: epochs done, history rows,
+    early-stopping counters, training seconds so far and the settings fingerprint. Both are replaced
+    atomically after every epoch, so a kill at any moment leaves the last complete epoch.
+    """
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.folder, self.key = Path(folder), key
+
+    def load(self):
+        """``(model, state)`` of a matching checkpoint, or ``None``."""
+        import json
+
+        import keras
+
+        state_file, model_file = self.folder / "state.json", self.folder / "state.keras"
+        if not (state_file.is_file() and model_file.is_file()):
+            return None
+        try:
+            state = json.loads(state_file.read_text())
+        except ValueError:
+            return None
+        if state.get("key") != self.key:
+            print(f"resume: checkpoint in {self.folder} is from other settings; starting from scratch", flush=True)
+            return None
+        return keras.models.load_model(model_file, safe_mode=True, compile=True), state
+
+    def save(self, model, state: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / ".state.keras.tmp.keras"
+        model.save(tmp)
+        import os
+
+        os.replace(tmp, self.folder / "state.keras")
+        atomic_write_json(self.folder / "state.json", {**state, "key": self.key})
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, Any], live=None, verbose: int = 2,
+        checkpoint_dir: Path | None = None):
+    """Train one model. Returns ``(model, spec, history_rows, summary)``.
+
+    With ``s["resume"]`` and a ``checkpoint_dir``, the state is saved after every epoch and a matching
+    checkpoint from an interrupted run is continued from its last complete epoch.
+    """
     import keras
 
     from stages.models import build_model
@@ -115,33 +174,56 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
                            shuffle_buffer=s["shuffle_buffer"], seed=seed)
         val_ds = batched(features_dir, spec, "train", s["batch_size"], folds=(0, k)) if k > 0 else None
 
+    checkpoint = Checkpoint(checkpoint_dir, settings_key(dataset, variant, seed, s, spec)) \
+        if (s["resume"] and checkpoint_dir) else None
+    resumed = checkpoint.load() if checkpoint else None
     strategy = select_strategy(s["strategy"])
     with strategy.scope():
-        model = build_model(variant, tuple(spec.shape), spec.num_classes, s["model"])
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=s["learning_rate"]),
-                      loss="categorical_crossentropy", metrics=["accuracy"])
+        if resumed:
+            model, state = resumed
+            print(f"resume: continuing {dataset}/{variant} seed={seed} after epoch {state['epoch']}", flush=True)
+        else:
+            state = {"epoch": 0, "rows": [], "train_time_s": 0.0, "early_stopping": {}}
+            model = build_model(variant, tuple(spec.shape), spec.num_classes, s["model"])
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate=s["learning_rate"]),
+                          loss="categorical_crossentropy", metrics=["accuracy"])
 
     callbacks = []
     es = s["early_stopping"]
+    early = None
     if es.get("enabled", True) and es.get("patience", 3) is not None:
         monitor = es.get("monitor", "accuracy")
         if monitor.startswith("val_") and val_ds is None:
             raise StageError(f"params.yaml: train.early_stopping.monitor={monitor} needs validation data "
                              "(train.validation_fraction > 0 or train.validate_on_test: true)")
-        callbacks.append(keras.callbacks.EarlyStopping(  # a new object per model (the study shared one)
-            monitor=monitor, patience=int(es.get("patience", 3)),
-            mode="min" if "loss" in monitor else "max", restore_best_weights=bool(es.get("restore_best_weights", False))))
+        early = ResumableEarlyStopping(  # a new object per model (the study shared one)
+            state["early_stopping"], monitor=monitor, patience=int(es.get("patience", 3)),
+            mode="min" if "loss" in monitor else "max", restore_best_weights=bool(es.get("restore_best_weights", False)))
+        callbacks.append(early)
     logger = HistoryLogger.make(live)
+    logger.rows.extend(state["rows"])
     callbacks.append(logger)
-
     start = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=s["epochs"], callbacks=callbacks, verbose=verbose)
-    train_time_s = time.perf_counter() - start
+    if checkpoint:
+        def save_state(epoch, logs=None):
+            checkpoint.save(model, {"epoch": epoch + 1, "rows": logger.rows,
+                                    "train_time_s": state["train_time_s"] + time.perf_counter() - start,
+                                    "early_stopping": early.state() if early else {}})
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=save_state))
+
+    if early is not None and early.already_stopped():
+        history_epochs = 0  # the interrupted run had already met its stopping rule
+    else:
+        history = model.fit(train_ds, validation_data=val_ds, epochs=s["epochs"], initial_epoch=state["epoch"],
+                            callbacks=callbacks, verbose=verbose)
+        history_epochs = len(history.history.get("loss", []))
+    train_time_s = state["train_time_s"] + time.perf_counter() - start
 
     val_acc = [r[4] for r in logger.rows if r[4] != ""]
     summary = {
         "dataset": dataset, "variant": variant, "seed": seed,
-        "epochs_run": len(history.history.get("loss", [])),
+        "epochs_run": state["epoch"] + history_epochs,
+        "resumed_from_epoch": state["epoch"],
         "train_time_s": round(train_time_s, 3),
         "final_train_accuracy": logger.rows[-1][2] if logger.rows else None,
         "best_val_accuracy": max(val_acc) if val_acc else None,
@@ -154,8 +236,67 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
     return model, spec, logger.rows, summary
 
 
-def save_model(out: Path, model, spec, dataset: str, variant: str, seed: int, s: dict[str, Any], summary: dict[str, Any]) -> None:
-    """Write model.keras, config.json, class_names.json and train_summary.json into ``out`` atomically."""
+def _resumable_early_stopping():
+    import keras
+
+    class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        """EarlyStopping whose counters survive a resume (Keras resets them in on_train_begin)."""
+
+        def __init__(self, saved: dict[str, Any], **kwargs) -> None:
+            super().__init__(**kwargs)
+            self._saved = dict(saved or {})
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if self._saved:
+                self.wait, self.best = int(self._saved["wait"]), float(self._saved["best"])
+
+        def already_stopped(self) -> bool:
+            return bool(self._saved) and int(self._saved["wait"]) >= self.patience
+
+        def state(self) -> dict[str, Any]:
+            best = self.best if self.best is not None else (float("inf") if self.mode == "min" else float("-inf"))
+            return {"wait": int(self.wait), "best": float(best)}
+
+    return _ResumableEarlyStopping
+
+
+def ResumableEarlyStopping(saved, **kwargs):  # noqa: N802 - reads like the Keras class it builds
+    return _resumable_early_stopping()(saved, **kwargs)
+
+
+def deterministic_keras_file(path: Path) -> None:
+    """Rewrite a ``.keras`` zip with fixed timestamps and no save date, so equal weights give equal bytes.
+
+    Keras stamps the current time into the zip entries and ``metadata.json``; without this, a rerun after
+    an interruption would produce a different file hash for the same model.
+    """
+    import json
+    import zipfile
+
+    tmp = path.with_name(f".{path.name}.norm.tmp")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for info in sorted(src.infolist(), key=lambda i: i.filename):
+            data = src.read(info.filename)
+            if info.filename == "metadata.json":
+                meta = json.loads(data)
+                meta.pop("date_saved", None)
+                data = json.dumps(meta, sort_keys=True).encode()
+            entry = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.external_attr = 0o644 << 16
+            dst.writestr(entry, data)
+    import os
+
+    os.replace(tmp, path)
+
+
+def save_model(out: Path, model, spec, dataset: str, variant: str, seed: int, s: dict[str, Any]) -> None:
+    """Write model.keras, config.json and class_names.json into ``out`` atomically.
+
+    Everything here is a deterministic function of data, code and params (no timings), so a rerun
+    yields the same bytes and DVC stores one copy.
+    """
     from stages.runtime import versions
 
     import keras
@@ -166,13 +307,13 @@ def save_model(out: Path, model, spec, dataset: str, variant: str, seed: int, s:
     inference.set_weights(model.get_weights())
     with atomic_dir(out) as tmp:
         inference.save(tmp / "model.keras")
+        deterministic_keras_file(tmp / "model.keras")
         atomic_write_json(tmp / "class_names.json", spec.class_names)
         atomic_write_json(tmp / "config.json", {
             "dataset": dataset, "variant": variant, "seed": seed, "input_shape": spec.shape,
             "class_names": spec.class_names, "model": s["model"], "train": {k: v for k, v in s.items() if k != "model"},
             "feature_settings": spec.settings, "source": spec.source, "versions": versions(),
         })
-        atomic_write_json(tmp / "train_summary.json", summary)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,8 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--features", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--history", type=Path, required=True)
+    parser.add_argument("--history", type=Path, required=True, help="per-epoch metrics CSV")
+    parser.add_argument("--summary", type=Path, required=True, help="epochs run, training time, best validation")
     parser.add_argument("--live-dir", type=Path, required=True)
+    parser.add_argument("--checkpoint-dir", type=Path, default=None,
+                        help="where per-epoch state goes when train.resume is true (not a DVC output)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
 
@@ -204,11 +348,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"train {args.dataset}/{args.variant} seed={args.seed}: batch={s['batch_size']} epochs<={s['epochs']}",
           flush=True)
     model, spec, rows, summary = fit(args.features, args.dataset, args.variant, args.seed, s, live,
-                                     verbose=1 if sys.stdout.isatty() else 2)
+                                     verbose=1 if sys.stdout.isatty() else 2, checkpoint_dir=args.checkpoint_dir)
     if chief:
         live.end()
         write_csv_rows(args.history, HISTORY_COLUMNS, rows)
-        save_model(args.out, model, spec, args.dataset, args.variant, args.seed, s, summary)
+        atomic_write_json(args.summary, summary)
+        save_model(args.out, model, spec, args.dataset, args.variant, args.seed, s)
+        if args.checkpoint_dir:
+            Checkpoint(args.checkpoint_dir, "").clear()  # finished: a later run must not resume from it
     print(f"trained {args.dataset}/{args.variant} seed={args.seed}: {summary['epochs_run']} epochs in "
           f"{summary['train_time_s']:.1f} s -> {args.out}")
     return 0

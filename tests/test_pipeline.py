@@ -43,7 +43,7 @@ def test_every_stage_writes_its_outputs(project):
         assert spec["counts"]["train"] and spec["counts"]["test"]
         for variant in VARIANTS:
             model_dir = root / f"models/{ds}/{variant}/seed0"
-            for name in ("model.keras", "config.json", "class_names.json", "train_summary.json"):
+            for name in ("model.keras", "config.json", "class_names.json"):
                 assert (model_dir / name).is_file(), model_dir / name
             config = json.loads((model_dir / "config.json").read_text())
             assert config["variant"] == variant and config["class_names"] == spec["class_names"]
@@ -51,6 +51,8 @@ def test_every_stage_writes_its_outputs(project):
             history = (root / f"reports/train/{ds}/{variant}/seed0/history.csv").read_text().splitlines()
             assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy" and len(history) == 2
             assert (root / f"reports/train/{ds}/{variant}/seed0/live/metrics.json").is_file()
+            summary = json.loads((root / f"reports/train/{ds}/{variant}/seed0/summary.json").read_text())
+            assert summary["epochs_run"] == 1 and summary["train_time_s"] > 0
             metrics = json.loads((root / f"reports/eval/{ds}/{variant}/seed0/metrics.json").read_text())
             assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["latency_ms_p50"] > 0
             assert metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy_check"], abs=1e-4)
