@@ -4,6 +4,10 @@
   zero-pad at the end to ``clip_samples`` -> ``|STFT|`` (``frame_length``,
   ``frame_step``, ``fft_length``) -> (frames, fft_length // 2 + 1, 1). Defaults
   reproduce the study: 8 kHz, 12,800 samples, 320/32/512 -> 391 x 257 x 1.
+  Audio is read with :func:`stages.audio.read_audio` (WAV of any PCM/float
+  encoding, FLAC, Ogg Vorbis, MP3; stereo mixed to mono). ``spec.json``'s
+  ``stats`` count the clips that were cut (``clips_cut``, also a warning line)
+  and zero-padded (``clips_padded``).
 - mnist: uint8 pixels (28, 28, 1) stored as bytes, parsed to float32 in [0, 1].
 
 Clips are processed in fixed-size chunks (streaming, bounded memory) and the
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -83,17 +88,21 @@ def speech_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
-def iter_speech_chunks(raw_dir: Path, rows: list[dict[str, str]], s: dict[str, Any]) -> Iterator[tuple[list[dict[str, str]], np.ndarray]]:
-    """Yield (rows, spectrograms float32 (B, frames, bins)) chunk by chunk."""
+def iter_speech_chunks(raw_dir: Path, rows: list[dict[str, str]], s: dict[str, Any],
+                       lengths: list[int] | None = None) -> Iterator[tuple[list[dict[str, str]], np.ndarray]]:
+    """Yield (rows, spectrograms float32 (B, frames, bins)) chunk by chunk.
+
+    ``lengths``, when given, gets each clip's length in samples after resampling (before cut/pad).
+    """
     from stages.audio import read_audio
 
     step = max(1, s["chunk_clips"])
     for start in range(0, len(rows), step):
         chunk = rows[start:start + step]
-        clips = np.stack([
-            fit_length(resample(*read_audio(raw_dir / row["file"]), s["sample_rate_hz"]), s["clip_samples"])
-            for row in chunk
-        ])
+        resampled = [resample(*read_audio(raw_dir / row["file"]), s["sample_rate_hz"]) for row in chunk]
+        if lengths is not None:
+            lengths.extend(len(x) for x in resampled)
+        clips = np.stack([fit_length(x, s["clip_samples"]) for x in resampled])
         yield chunk, spectrogram_batch(clips, s["frame_length"], s["frame_step"], s["fft_length"])
 
 
@@ -106,6 +115,7 @@ def featurize_speech(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress
     spec = FeatureSpec(dataset="speech", shape=[frames, s["fft_length"] // 2 + 1, 1], storage_dtype=s["storage_dtype"],
                        compression=s["compression"], class_names=class_names, source=_source(raw_dir), settings=s)
     stats = RunningStats()
+    lengths: list[int] = []
     bar = tqdm(total=len(manifest), desc="featurize speech", unit="clip", disable=not progress)
     for split in SPLITS:
         rows = sorted((r for r in manifest if r["split"] == split), key=lambda r: r["file"])
@@ -114,7 +124,7 @@ def featurize_speech(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress
         spec.counts[split] = count_by_class(labels, class_names)
         index = 0
         with ShardedWriter(out_dir, spec, split, s["examples_per_shard"]) as writer:
-            for chunk, specs in iter_speech_chunks(raw_dir, rows, s):
+            for chunk, specs in iter_speech_chunks(raw_dir, rows, s, lengths):
                 if split == "train":
                     stats.update(specs)
                 for spectrogram in specs:
@@ -123,6 +133,14 @@ def featurize_speech(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress
                 bar.update(len(chunk))
     bar.close()
     spec.stats = stats.as_dict()
+    # Clips of every split longer than clip_samples (cut at the end) and shorter (zero-padded).
+    cut = sum(1 for n in lengths if n > s["clip_samples"])
+    spec.stats["clips_cut"] = cut
+    spec.stats["clips_padded"] = sum(1 for n in lengths if n < s["clip_samples"])
+    if cut:
+        print(f"warning: featurize speech: {cut} of {len(lengths)} clips are longer than features.speech.clip_samples "
+              f"({s['clip_samples']} samples = {s['clip_samples'] / s['sample_rate_hz']:g} s) and were cut",
+              file=sys.stderr)
     return spec
 
 

@@ -13,28 +13,114 @@ Sources (``data.speech.source``):
   ``test/`` subfolders (any letter case), labelled per ``data.speech.labels``:
   ``subfolder`` (the parent folder's name), ``prefix`` (the digits before the
   first ``_``, FSDD style) or ``cyclic`` (0..9 repeating over sorted file names,
-  the study's convention).
+  the study's convention). Audio files are ``.wav``, ``.flac``, ``.ogg`` (Vorbis)
+  and ``.mp3`` (see :mod:`stages.audio`); other audio types (``.m4a``, ``.aiff``...)
+  are bad files; anything else (notes, ``.DS_Store``) is ignored.
 
-Output folder: ``recordings/...`` (WAV files), ``manifest.csv`` (file, label,
-split, speaker, duration_s, sample_rate_hz, sha256; sorted by file) and
-``source.json``.
+Bad input
+---------
+Every recording, of every source, is decoded once here (:func:`stages.audio.read_audio`).
+A file is *bad* when it cannot be decoded (empty, header only, truncated, random
+bytes or text under an audio name, an encoding or type that cannot be decoded,
+NaN samples, a broken symbolic link or a link loop, not a regular file), when no
+label can be taken from it (``prefix`` rule: no digits before ``_``; ``subfolder``
+rule: the file lies directly in ``train/`` or ``test/``), or when its name is not
+valid UTF-8. ``data.on_bad_file`` decides what happens:
+
+- ``error`` (default): the first bad file stops the stage with one line
+  ``error: <file>: <reason> ...``; no output folder is written.
+- ``skip``: bad files are left out (not copied) and listed, with the reason, in
+  ``skipped.csv`` (file, split, reason) of the output folder; ``source.json``
+  counts them (``skipped``). With ``cyclic`` labels a skipped file still takes
+  its place in the 0..9 cycle, so skipping never shifts the labels of the others.
+
+Kept, with one ``warning:`` line on stderr per kind (after the folder is written):
+silence-only clips (``silent`` in ``source.json``); test recordings byte-identical
+to train recordings (``duplicates_across_splits``; test accuracy may be
+optimistic); classes with train but no test recordings; class subfolders without
+audio files; symbolic links to folders (not followed). Clips longer than
+``features.speech.clip_samples`` are fine: featurize cuts them and counts them.
+
+Always errors, whatever ``data.on_bad_file`` says: a split left without recordings,
+and a class with test recordings but no train recordings (the model could never
+predict it).
+
+Folders are walked with :func:`os.walk` without following symbolic links to
+folders, so a link loop can never hang the walk; symbolic links to *files* are
+followed (their content is copied). ``train/`` and ``test/`` themselves may be links.
+
+Output folder: ``recordings/...`` (the audio files as they were), ``manifest.csv``
+(file, label, split, speaker, duration_s, sample_rate_hz, sha256; UTF-8, sorted by
+file), ``skipped.csv`` and ``source.json``.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
+import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.audio import AUDIO_SUFFIXES, read_audio
+from stages.audio import (AUDIO_SUFFIXES, UNSUPPORTED_AUDIO_SUFFIXES, BadFileError, display_path, is_silent,
+                          read_audio)
 from stages.common import (StageError, atomic_dir, atomic_write_json, get_param, load_params, run_main,
                            sha256_file, write_csv_rows)
 
 MANIFEST_HEADER = ["file", "label", "split", "speaker", "duration_s", "sample_rate_hz", "sha256"]
+SKIPPED_HEADER = ["file", "split", "reason"]
+SKIPPED_FILE = "skipped.csv"
 LABEL_RULES = ("subfolder", "prefix", "cyclic")
+BAD_FILE_MODES = ("error", "skip")
 FSDD_CHECKSUMS = Path("data/checksums/fsdd-1.0.10.sha256")
+SPLITS = ("train", "test")
+SHOW = 3  # examples named in a warning line
+
+
+def bad_file_mode(params: dict[str, Any]) -> str:
+    """``data.on_bad_file`` ('error' when absent, as in older params files)."""
+    data = params.get("data") if isinstance(params, dict) else None
+    mode = data.get("on_bad_file", "error") if isinstance(data, dict) else "error"
+    if mode not in BAD_FILE_MODES:
+        raise StageError(f"params.yaml: data.on_bad_file must be 'error' or 'skip', got {mode!r}")
+    return mode
+
+
+class BadFiles:
+    """Applies ``data.on_bad_file``: 'error' raises at the first bad file, 'skip' records it and goes on."""
+
+    def __init__(self, mode: str = "error"):
+        if mode not in BAD_FILE_MODES:
+            raise StageError(f"params.yaml: data.on_bad_file must be 'error' or 'skip', got {mode!r}")
+        self.mode = mode
+        self.skipped: list[tuple[str, str, str]] = []  # (file, split, reason)
+
+    def handle(self, exc: BadFileError, split: str) -> None:
+        if self.mode == "error":
+            raise StageError(f"{exc.path}: {exc.reason} (fix or remove the file, or set data.on_bad_file: skip)")
+        self.skipped.append((exc.path, split, exc.reason))
+
+
+@dataclass
+class Notes:
+    """Things kept but worth a warning, gathered while fetching and printed at the end."""
+
+    silent: list[str] = field(default_factory=list)
+    linked_dirs: list[str] = field(default_factory=list)
+    empty_class_dirs: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+
+def _examples(items: list[str]) -> str:
+    shown = ", ".join(items[:SHOW])
+    return shown + (", ..." if len(items) > SHOW else "")
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def find_split_dirs(root: Path) -> dict[str, Path]:
@@ -44,33 +130,57 @@ def find_split_dirs(root: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for child in sorted(root.iterdir()):
         key = child.name.lower()
-        if child.is_dir() and key in ("train", "test"):
+        if child.is_dir() and key in SPLITS:
             if key in found:
                 raise StageError(f"{root}: both '{found[key].name}' and '{child.name}' exist; keep one {key} folder")
             found[key] = child
-    missing = [s for s in ("train", "test") if s not in found]
+    missing = [s for s in SPLITS if s not in found]
     if missing:
         raise StageError(f"{root}: no '{missing[0]}' subfolder (any case); put recordings in train/ and test/")
     return found
 
 
+def walk_split(folder: Path) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    """Files with an audio suffix (supported or not) under ``folder``, sorted; symbolic links to folders
+    (not followed, so loops cannot hang); folders that could not be listed, with the reason."""
+    files: list[Path] = []
+    linked: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
+
+    def onerror(err: OSError) -> None:
+        unreadable.append((Path(err.filename or folder), err.strerror or str(err)))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=onerror, followlinks=False):
+        base = Path(dirpath)
+        linked.extend(base / d for d in dirnames if (base / d).is_symlink())
+        files.extend(base / f for f in filenames
+                     if Path(f).suffix.lower() in AUDIO_SUFFIXES + UNSUPPORTED_AUDIO_SUFFIXES)
+    return sorted(files), sorted(linked), sorted(unreadable)
+
+
 def list_audio(folder: Path) -> list[Path]:
     """Audio files under ``folder``, recursively, in sorted (deterministic) order."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    return walk_split(folder)[0]
 
 
 _PREFIX = re.compile(r"^(\d+)_")
 
 
-def label_for(path: Path, rule: str, position: int) -> str:
-    """The class name of one recording under a labelling rule (position = rank in sorted order)."""
+def label_for(path: Path, rule: str, position: int, split_dir: Path | None = None) -> str:
+    """The class name of one recording under a labelling rule (position = rank in sorted order).
+
+    A file whose label cannot be parsed raises :class:`BadFileError`.
+    """
     if rule == "subfolder":
+        if split_dir is not None and path.parent == split_dir:
+            raise BadFileError(path, "not inside a class subfolder (data.speech.labels=subfolder takes the label "
+                                     "from the folder name, e.g. train/3/a.wav)")
         return path.parent.name
     if rule == "prefix":
         match = _PREFIX.match(path.name)
         if not match:
-            raise StageError(f"{path}: file name has no digits before '_' to take a label from "
-                             "(data.speech.labels=prefix expects names like 3_alice_0.wav)")
+            raise BadFileError(path, "file name has no digits before '_' to take a label from "
+                                     "(data.speech.labels=prefix expects names like 3_alice_0.wav)")
         return str(int(match.group(1)))
     if rule == "cyclic":
         return str(position % 10)
@@ -83,23 +193,100 @@ def speaker_for(path: Path) -> str:
     return parts[1] if len(parts) >= 3 else ""
 
 
-def collect_folder(root: Path, rule: str, out: Path) -> list[dict[str, Any]]:
+def _folder_row(path: Path, folder: Path, split: str, rule: str, position: int, out: Path,
+                notes: Notes) -> dict[str, Any]:
+    """Validate one user file (name, label, audio), copy it into ``out`` and return its manifest row."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadFileError(path, "file name is not valid UTF-8; rename it") from None
+    label = label_for(path, rule, position, split_dir=folder)
+    samples, rate = read_audio(path)
+    rel = Path("recordings") / split / path.relative_to(folder)
+    dest = out / rel
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
+    except OSError as exc:
+        raise StageError(f"cannot copy {display_path(path)} to {dest}: {exc.strerror or exc}") from None
+    if is_silent(samples):
+        notes.silent.append(rel.as_posix())
+    return {"file": rel.as_posix(), "label": label, "split": split, "speaker": speaker_for(path),
+            "duration_s": round(len(samples) / rate, 4), "sample_rate_hz": rate, "sha256": sha256_file(dest)}
+
+
+def collect_folder(root: Path, rule: str, out: Path, bad: BadFiles | None = None,
+                   notes: Notes | None = None) -> list[dict[str, Any]]:
     """Copy a user's train/test recordings into ``out/recordings/<split>/`` and return manifest rows."""
+    bad = bad if bad is not None else BadFiles()
+    notes = notes if notes is not None else Notes()
     rows = []
-    for split, folder in find_split_dirs(root).items():
-        files = list_audio(folder)
+    split_dirs = find_split_dirs(root)
+    if rule not in LABEL_RULES:
+        raise StageError(f"params.yaml: data.speech.labels must be one of {LABEL_RULES}, got '{rule}'")
+    for split, folder in split_dirs.items():
+        files, linked, unreadable = walk_split(folder)
+        notes.linked_dirs.extend(display_path(p) for p in linked)
+        for path, why in unreadable:
+            bad.handle(BadFileError(path, f"cannot list this folder ({why})"), split)
         if not files:
             raise StageError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found for split '{split}'")
+        if rule == "subfolder":
+            used = {f.relative_to(folder).parts[0] for f in files}
+            notes.empty_class_dirs.extend(display_path(child) for child in sorted(folder.iterdir())
+                                          if child.is_dir() and not child.is_symlink() and child.name not in used)
+        # position counts every file, bad ones too: skipping never shifts the cyclic labels of the rest
         for position, path in enumerate(files):
-            label = label_for(path, rule, position)
-            samples, rate = read_audio(path)
-            rel = Path("recordings") / split / path.relative_to(folder)
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, out / rel)
-            rows.append({"file": rel.as_posix(), "label": label, "split": split, "speaker": speaker_for(path),
-                         "duration_s": round(len(samples) / rate, 4), "sample_rate_hz": rate,
-                         "sha256": sha256_file(out / rel)})
+            try:
+                rows.append(_folder_row(path, folder, split, rule, position, out, notes))
+            except BadFileError as exc:
+                bad.handle(exc, split)
     return rows
+
+
+def check_rows(rows: list[dict[str, Any]], out: Path, bad: BadFiles, notes: Notes) -> list[dict[str, Any]]:
+    """Decode every recording a source wrote into ``out``; drop (and delete) bad ones per ``bad``."""
+    kept = []
+    for row in rows:
+        path = out / row["file"]
+        try:
+            samples, _ = read_audio(path)
+        except BadFileError as exc:
+            bad.handle(BadFileError(row["file"], exc.reason), row["split"])
+            path.unlink(missing_ok=True)
+            continue
+        if is_silent(samples):
+            notes.silent.append(str(row["file"]))
+        kept.append(row)
+    return kept
+
+
+def _label_key(label: str) -> tuple[int, Any]:
+    return (0, int(label)) if label.lstrip("-").isdigit() else (1, label)
+
+
+def check_classes(rows: list[dict[str, Any]], bad: BadFiles, notes: Notes) -> None:
+    """Error for a class with test but no train recordings; a warning for one with train but no test ones."""
+    labels = {s: {str(r["label"]) for r in rows if r["split"] == s} for s in SPLITS}
+    only_test = sorted(labels["test"] - labels["train"], key=_label_key)
+    if only_test:
+        hint = f" ({len(bad.skipped)} bad file(s) were skipped)" if bad.skipped else ""
+        raise StageError(f"class(es) {', '.join(only_test)} have test recordings but no train recordings{hint}, "
+                         "so the model could never predict them; add train recordings or remove those test files")
+    only_train = sorted(labels["train"] - labels["test"], key=_label_key)
+    if only_train:
+        notes.lines.append(f"class(es) {_examples(only_train)} have train recordings but no test recordings; "
+                           "their test metrics will be empty")
+
+
+def duplicates_across_splits(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(test file, train file) for every test recording byte-identical (same sha256) to a train recording."""
+    train: dict[str, str] = {}
+    for r in sorted(rows, key=lambda r: r["file"]):
+        if r["split"] == "train":
+            train.setdefault(r["sha256"], r["file"])
+    return [(r["file"], train[r["sha256"]]) for r in sorted(rows, key=lambda r: r["file"])
+            if r["split"] == "test" and r["sha256"] in train]
 
 
 def collect_embedded(cfg: dict[str, Any], out: Path) -> list[dict[str, Any]]:
@@ -122,33 +309,69 @@ def collect_fsdd(cfg: dict[str, Any], out: Path, checksums: Path) -> list[dict[s
 
 
 def fetch(params: dict[str, Any], out: Path, checksums: Path = FSDD_CHECKSUMS) -> dict[str, Any]:
-    """Write the raw speech folder ``out`` for ``params['data']['speech']``; return source info."""
+    """Write the raw speech folder ``out`` for ``params['data']['speech']``; return source info.
+
+    Bad files are handled per ``data.on_bad_file`` (see the module docstring); warnings
+    go to stderr once the folder is written.
+    """
     cfg = get_param(params, "data.speech")
     source = cfg.get("source", "embedded")
+    bad = BadFiles(bad_file_mode(params))
+    notes = Notes()
     with atomic_dir(out) as tmp:
         if source == "embedded":
-            rows = collect_embedded(get_param(params, "data.speech.embedded"), tmp)
+            rows = check_rows(collect_embedded(get_param(params, "data.speech.embedded"), tmp), tmp, bad, notes)
             origin = "espeak-ng synthesis (espeakng-loader)"
         elif source == "fsdd":
-            rows = collect_fsdd(cfg, tmp, checksums)
+            rows = check_rows(collect_fsdd(cfg, tmp, checksums), tmp, bad, notes)
             origin = str(cfg.get("url"))
         elif source == "folder":
             root = Path(get_param(params, "data.speech.path"))
-            rows = collect_folder(root, cfg.get("labels", "subfolder"), tmp)
+            rows = collect_folder(root, cfg.get("labels", "subfolder"), tmp, bad, notes)
             origin = f"folder {root}"
         else:
             raise StageError(f"params.yaml: data.speech.source must be 'embedded', 'fsdd' or 'folder', got '{source}'")
         rows = sorted(rows, key=lambda r: r["file"])
-        write_csv_rows(tmp / "manifest.csv", MANIFEST_HEADER, [[r[k] for k in MANIFEST_HEADER] for r in rows])
-        counts = {s: sum(1 for r in rows if r["split"] == s) for s in ("train", "test")}
+        counts = {s: sum(1 for r in rows if r["split"] == s) for s in SPLITS}
         for split, n in counts.items():
             if n == 0:
-                raise StageError(f"speech source '{source}' produced no {split} recordings; check data.speech")
+                left = f" left after skipping {len(bad.skipped)} bad file(s) (see {SKIPPED_FILE})" if bad.skipped else ""
+                raise StageError(f"speech source '{source}' produced no {split} recordings{left}; check data.speech")
+        check_classes(rows, bad, notes)
+        duplicates = duplicates_across_splits(rows)
+        write_csv_rows(tmp / "manifest.csv", MANIFEST_HEADER, [[r[k] for k in MANIFEST_HEADER] for r in rows])
+        write_csv_rows(tmp / SKIPPED_FILE, SKIPPED_HEADER, sorted(bad.skipped, key=lambda r: (r[1], r[0])))
         info = {"dataset": "speech", "source": source, "origin": origin, "counts": counts,
                 "labels": sorted({str(r["label"]) for r in rows}),
-                "speakers": {s: sorted({r["speaker"] for r in rows if r["split"] == s}) for s in ("train", "test")}}
+                "speakers": {s: sorted({r["speaker"] for r in rows if r["split"] == s}) for s in SPLITS},
+                "on_bad_file": bad.mode, "skipped": len(bad.skipped),
+                "duplicates_across_splits": len(duplicates), "silent": len(notes.silent)}
         atomic_write_json(tmp / "source.json", info)
+    for line in _warning_lines(out, bad, notes, duplicates):
+        warn(line)
     return info
+
+
+def _warning_lines(out: Path, bad: BadFiles, notes: Notes, duplicates: list[tuple[str, str]]) -> list[str]:
+    lines = []
+    if bad.skipped:
+        path, _, reason = bad.skipped[0]
+        lines.append(f"skipped {len(bad.skipped)} bad file(s), listed with the reason in {out / SKIPPED_FILE} "
+                     f"(first: {path}: {reason})")
+    if notes.silent:
+        lines.append(f"{len(notes.silent)} silence-only recording(s) kept (no sample above -80 dBFS): "
+                     f"{_examples(notes.silent)}")
+    if duplicates:
+        test, train = duplicates[0]
+        lines.append(f"{len(duplicates)} test recording(s) are byte-identical to train recordings, so test accuracy "
+                     f"may be optimistic (first: {test} = {train})")
+    if notes.empty_class_dirs:
+        lines.append(f"{len(notes.empty_class_dirs)} class folder(s) hold no audio files and are not classes: "
+                     f"{_examples(notes.empty_class_dirs)}")
+    if notes.linked_dirs:
+        lines.append(f"{len(notes.linked_dirs)} symbolic link(s) to folders not followed (link the files instead): "
+                     f"{_examples(notes.linked_dirs)}")
+    return lines + notes.lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,8 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("data/raw/speech"))
     args = parser.parse_args(argv)
     info = fetch(load_params(args.params), args.out, args.checksums)
+    skipped = f", {info['skipped']} bad file(s) skipped" if info["skipped"] else ""
     print(f"speech: {info['counts']['train']} train / {info['counts']['test']} test recordings "
-          f"from {info['origin']} -> {args.out}")
+          f"from {info['origin']} -> {args.out}{skipped}")
     return 0
 
 

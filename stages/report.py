@@ -5,6 +5,7 @@ Reads, for every (dataset, variant, seed) named in ``params.yaml``::
     {eval_dir}/{d}/{v}/seed{s}/metrics.json
     {eval_dir}/{d}/{v}/seed{s}/predictions.csv   (first seed only, for confusion matrices)
     {train_dir}/{d}/{v}/seed{s}/history.csv
+    {raw_dir}/{d}/source.json                    (skipped input files; absent: 0)
 
 and writes into ``out_dir``::
 
@@ -24,7 +25,7 @@ software tag, and nothing random (bootstrap CIs, jitter) is drawn.
 Usage::
 
     python -m stages.report --params params.yaml --eval-dir reports/eval \
-        --train-dir reports/train --out-dir reports
+        --train-dir reports/train --raw-dir data/raw --out-dir reports
 """
 from __future__ import annotations
 
@@ -619,8 +620,9 @@ def figure_paths(sel: Selection) -> FigureSet:
 
 
 def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[dict[str, Any]],
-                 sel: Selection, figures: FigureSet) -> list[Block]:
+                 sel: Selection, figures: FigureSet, inputs: dict[str, InputInfo] | None = None) -> list[Block]:
     """The report as a list of blocks, rendered to Markdown and HTML alike."""
+    inputs = inputs or {}
     datasets = sorted(sel.datasets)
     variants = sorted(sel.variants)
     seeds = sorted(sel.seeds)
@@ -665,6 +667,8 @@ def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[di
                 f"Warning: the {d} rows came from different data sources ({detail}), "
                 "so the variants were not compared on the same data."
             ))
+        for line in input_lines(inputs.get(d)):
+            blocks.append(Para(line))
         for line in difference_lines(df, d, variants):
             blocks.append(Para(line))
 
@@ -694,6 +698,50 @@ def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[di
     blocks.append(Heading(2, "All runs"))
     blocks.append(_table(runs_table(df), "Every run in this report and the data source it used"))
     return blocks
+
+
+# --------------------------------------------------------------------------- input data
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """What the fetch stage of one data set left out or warned about (from its source.json)."""
+
+    skipped: int = 0                 # bad input files left out (data.on_bad_file: skip)
+    duplicates_across_splits: int = 0
+    skipped_csv: str = ""            # where the skipped files are listed
+
+
+def load_input_info(raw_dir: Union[str, Path], datasets: Iterable[str]) -> dict[str, InputInfo]:
+    """``{dataset: InputInfo}`` from ``{raw_dir}/{d}/source.json``; a missing file counts as nothing skipped."""
+    out: dict[str, InputInfo] = {}
+    for d in datasets:
+        folder = Path(raw_dir) / d
+        path = folder / "source.json"
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            out[d] = InputInfo()
+            continue
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StageError(f"{path}: not valid JSON ({exc}); rerun the fetch stage (dvc repro)") from None
+        if not isinstance(raw, dict):
+            raise StageError(f"{path}: expected a JSON object; rerun the fetch stage (dvc repro)")
+        skipped = _as_int(raw.get("skipped", 0), path, "skipped")
+        dups = _as_int(raw.get("duplicates_across_splits", 0), path, "duplicates_across_splits")
+        out[d] = InputInfo(skipped, dups, (folder / "skipped.csv").as_posix())
+    return out
+
+
+def input_lines(info: InputInfo | None) -> list[str]:
+    """Report sentences about one data set's input files."""
+    info = info or InputInfo()
+    lines = [f"Skipped input files: {info.skipped}"
+             + (f" (see {info.skipped_csv})." if info.skipped and info.skipped_csv else ".")]
+    if info.duplicates_across_splits:
+        lines.append(f"Warning: {info.duplicates_across_splits} test recording(s) are byte-identical to train "
+                     "recordings, so the test accuracy may be optimistic.")
+    return lines
 
 
 # --------------------------------------------------------------------------- rendering
@@ -902,6 +950,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--eval-dir", default="reports/eval")
     ap.add_argument("--train-dir", default="reports/train")
+    ap.add_argument("--raw-dir", default="data/raw", help="fetch outputs: {raw-dir}/{dataset}/source.json")
     ap.add_argument("--out-dir", default="reports")
     args = ap.parse_args(argv)
 
@@ -913,10 +962,11 @@ def main(argv: list[str] | None = None) -> int:
     histories = load_histories(args.train_dir, sel.datasets, sel.variants, sel.seeds)
     predictions = {(d, v): load_predictions(args.eval_dir, d, v, sel.seeds[0])
                    for d, v, _ in _combos(sel.datasets, sel.variants, sel.seeds[:1])}
+    inputs = load_input_info(args.raw_dir, sel.datasets)
 
     figs = figure_paths(sel)
     images = make_figures(df, histories, predictions, records, sel, figs)
-    blocks = build_report(df, per_class, records, sel, figs)
+    blocks = build_report(df, per_class, records, sel, figs, inputs)
     markdown = render_markdown(blocks)
     page = render_html(blocks, images)
 

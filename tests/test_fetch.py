@@ -124,6 +124,7 @@ def test_labels_from_fsdd_style_prefix(tmp_path):
     root = tmp_path / "mine"
     write_wav(root / "train" / "7_alice_0.wav")
     write_wav(root / "train" / "10_bob_3.wav")
+    write_wav(root / "train" / "3_carol_2.wav")  # every test class needs train recordings
     write_wav(root / "test" / "03_alice_1.wav")
     fetch_speech.fetch(speech_params(root, "prefix"), tmp_path / "out")
     rows = {r["file"].split("/")[-1]: r for r in read_csv_dicts(tmp_path / "out" / "manifest.csv")}

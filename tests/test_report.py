@@ -89,12 +89,13 @@ def write_tree(root: Path, extra_seed: int | None = None) -> dict[str, Path]:
         "train:\n  seeds: [" + ", ".join(map(str, SEEDS)) + "]\n  epochs: 15\n",
         encoding="utf-8",
     )
-    return {"params": params, "eval": eval_dir, "train": train_dir, "out": root / "reports"}
+    return {"params": params, "eval": eval_dir, "train": train_dir, "raw": root / "data" / "raw",
+            "out": root / "reports"}
 
 
 def argv_for(paths: dict[str, Path], out: Path | None = None) -> list[str]:
     return ["--params", str(paths["params"]), "--eval-dir", str(paths["eval"]),
-            "--train-dir", str(paths["train"]), "--out-dir", str(out or paths["out"])]
+            "--train-dir", str(paths["train"]), "--raw-dir", str(paths["raw"]), "--out-dir", str(out or paths["out"])]
 
 
 @pytest.fixture(scope="module")
@@ -338,3 +339,21 @@ def test_single_seed_and_mixed_sources_wording(built):
     assert "over 1 seed (a single run)" in md and "+5.00 points test accuracy" in md
     assert "\u00b1" not in md.split("## Data set: speech")[1].split("### Compared")[0]  # no sd for one seed
     assert "Warning: the speech rows came from different data sources" in md
+
+
+def test_skipped_input_files_are_counted_per_dataset(tmp_path):
+    paths = write_tree(tmp_path)
+    speech = paths["raw"] / "speech"
+    speech.mkdir(parents=True)
+    (speech / "source.json").write_text(json.dumps({"source": "folder", "skipped": 3, "duplicates_across_splits": 2}))
+    # no data/raw/mnist/source.json at all: counts as 0
+    assert report.main(argv_for(paths)) == 0
+    md = (paths["out"] / "report.md").read_text(encoding="utf-8")
+    mnist_part, speech_part = md.split("## Data set: speech")
+    assert f"Skipped input files: 3 (see {(speech / 'skipped.csv').as_posix()})." in speech_part
+    assert "2 test recording(s) are byte-identical to train recordings" in speech_part
+    assert "Skipped input files: 0." in mnist_part.split("## Data set: mnist")[1]
+    assert "Skipped input files: 3" in (paths["out"] / "report.html").read_text(encoding="utf-8")
+    (speech / "source.json").write_text("{broken")
+    with pytest.raises(StageError, match=re.escape(str(speech / "source.json")) + ".*not valid JSON"):
+        report.main(argv_for(paths))
