@@ -145,7 +145,7 @@ def featurize_speech(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress
 
 
 def featurize_mnist(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress: bool = True) -> FeatureSpec:
-    from stages.fetch_mnist import read_idx_gz
+    from stages.idx import read_idx_gz
 
     per_shard = int(cfg.get("examples_per_shard", 10000))
     spec = FeatureSpec(dataset="mnist", shape=[28, 28, 1], storage_dtype="uint8", scale=1.0 / 255.0,
