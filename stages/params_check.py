@@ -386,6 +386,14 @@ MODEL_SETTINGS: dict[str, Spec] = {
     "pool_size": Int(ge=1),
     "dense_units": Int(ge=1),
     "dropout": Float(ge=0, lt=1),
+    "se_ratio": Int(ge=1),
+    "cbam_ratio": Int(ge=1),
+    "cbam_kernel_size": Int(ge=1),
+    "heads": Int(ge=1),
+    "key_dim": Int(ge=1),
+    "max_tokens": Int(ge=1),
+    "blocks_per_stage": Int(ge=1),
+    "stem_strides": Int(ge=1),
 }
 
 _NO_DEFAULT = object()   # a builder parameter without a default: required in models.<variant>

@@ -3,13 +3,15 @@
 Reads, for every (dataset, variant, seed) named in ``params.yaml``::
 
     {eval_dir}/{d}/{v}/seed{s}/metrics.json
-    {eval_dir}/{d}/{v}/seed{s}/predictions.csv   (first seed only, for confusion matrices)
+    {eval_dir}/{d}/{v}/seed{s}/predictions.csv   (confusion matrices: first seed; paired tests: every seed)
     {train_dir}/{d}/{v}/seed{s}/history.csv
     {raw_dir}/{d}/source.json                    (skipped input files; absent: 0)
 
 and writes into ``out_dir``::
 
-    results.csv                      one row per dataset x variant x seed
+    results.csv                      one row per dataset x variant x seed (+ test accuracy mean and sd over seeds)
+    comparisons.csv                  each attention variant vs its no-attention baseline: paired bootstrap CI
+                                     of the accuracy difference and exact McNemar p (see stages/stats.py)
     metrics.json                     {dataset: {variant: {mean metric: value}}} for `dvc exp show`
     plots/learning_curves_{d}.csv    long format for DVC plots
     plots/timing.csv                 mean train time and p50 latency per dataset x variant
@@ -20,12 +22,13 @@ and writes into ``out_dir``::
 Everything is computed first and written only when all inputs were read, so a
 missing or malformed input leaves the previous outputs untouched. Output is
 deterministic: rows are sorted, figure sizes fixed, PNGs carry no timestamp or
-software tag, and nothing random (bootstrap CIs, jitter) is drawn.
+software tag, and the bootstrap draws from a fixed seed (``--bootstrap-seed``).
 
 Usage::
 
     python -m stages.report --params params.yaml --eval-dir reports/eval \
-        --train-dir reports/train --raw-dir data/raw --out-dir reports
+        --train-dir reports/train --raw-dir data/raw --out-dir reports \
+        [--n-boot 10000] [--bootstrap-seed 0] [--alpha 0.05]
 """
 from __future__ import annotations
 
@@ -48,9 +51,11 @@ matplotlib.use("Agg")
 matplotlib.rcParams["svg.hashsalt"] = "stages.report"
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from stages import stats  # noqa: E402
 from stages.common import (  # noqa: E402
     StageError,
     atomic_dir,
@@ -65,10 +70,17 @@ from stages.common import (  # noqa: E402
 
 # --------------------------------------------------------------------------- constants
 
-RESULT_COLUMNS = [
+RECORD_COLUMNS = [
     "dataset", "variant", "seed", "source", "params", "epochs_run", "train_time_s",
     "test_time_ms", "latency_ms_p50", "latency_ms_p95", "test_loss", "test_accuracy",
     "best_val_accuracy", "model_size_bytes", "num_test",
+]
+# results.csv: the per-run record, then the test accuracy's mean and sample sd over the seeds of the same
+# dataset x variant (repeated on each of its rows; the sd is empty for a single seed).
+RESULT_COLUMNS = RECORD_COLUMNS + ["test_accuracy_mean", "test_accuracy_sd"]
+COMPARISON_COLUMNS = [
+    "dataset", "variant", "baseline", "delta_accuracy", "ci_low", "ci_high", "mcnemar_p",
+    "seeds", "n_pairs", "baseline_only_correct", "variant_only_correct",
 ]
 INT_COLUMNS = ("seed", "params", "epochs_run", "model_size_bytes", "num_test")
 FLOAT_COLUMNS = (
@@ -94,6 +106,31 @@ SUMMARY_ROUNDING = {
 }
 
 BASELINE_VARIANT = "cnn"
+
+# Each attention variant and the variant without attention it is tested against: the same backbone, data
+# and seeds. The one place that says so; a variant not listed here but named `<backbone>_<block>` is
+# compared with `<backbone>` (see baseline_of).
+BASELINE_OF: dict[str, str] = {
+    "cnn_attention": "cnn",
+    "cnn_se": "cnn",
+    "cnn_cbam": "cnn",
+    "cnn_mhsa": "cnn",
+    "resnet_se": "resnet",
+    "resnet_cbam": "resnet",
+}
+# What each variant adds, for the report's opening paragraph.
+VARIANT_NOTES: dict[str, str] = {
+    "cnn_se": "a squeeze-and-excitation block (channel attention) after the first convolution",
+    "cnn_cbam": "CBAM (channel, then spatial attention) after the first convolution",
+    "cnn_mhsa": "multi-head self-attention (query, key, value, softmax) over a pooled copy of the first "
+                "convolution's feature map, added back",
+    "resnet": "a small ResNet (3 residual stages with batch normalization, global average pooling): "
+              "a stronger baseline without attention",
+    "resnet_se": "the small ResNet with a squeeze-and-excitation block in every residual block",
+    "resnet_cbam": "the small ResNet with CBAM in every residual block",
+}
+N_BOOT = 10000
+BOOTSTRAP_SEED = 0
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 TITLE = "Does attention help a small CNN?"
@@ -115,6 +152,11 @@ STUDY_RESULTS: dict[str, dict[str, dict[str, float]]] = {
         "cnn_attention": {"train_time_s": 53.6, "epochs": 7, "test_time_ms": 637.8,
                           "test_loss": 0.692, "test_accuracy_pct": 84.7},
     },
+}
+# The study's published accuracy gaps (variant - baseline, points; one run each, no test).
+STUDY_GAPS: dict[tuple[str, str, str], float] = {
+    (d, v, base): round(runs[v]["test_accuracy_pct"] - runs[base]["test_accuracy_pct"], 1)
+    for d, runs in STUDY_RESULTS.items() for v, base in [("cnn_attention", "cnn")]
 }
 STUDY_NOTE = (
     "The study's numbers come from a single run per model on a hosted notebook "
@@ -259,12 +301,15 @@ def load_all_metrics(eval_dir, datasets, variants, seeds) -> list[dict[str, Any]
 
 def results_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """The tidy results table (RESULT_COLUMNS) from loaded metrics records."""
-    rows = [{c: r[c] for c in RESULT_COLUMNS} for r in records]
-    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    rows = [{c: r[c] for c in RECORD_COLUMNS} for r in records]
+    df = pd.DataFrame(rows, columns=RECORD_COLUMNS)
     for c in INT_COLUMNS:
         df[c] = df[c].astype("int64")
     for c in FLOAT_COLUMNS:
         df[c] = df[c].astype("float64")
+    groups = df.groupby(["dataset", "variant"], sort=False)["test_accuracy"]
+    df["test_accuracy_mean"] = groups.transform("mean").round(6)
+    df["test_accuracy_sd"] = groups.transform(lambda a: a.std(ddof=1) if len(a) > 1 else math.nan).round(6)
     return df.sort_values(["dataset", "variant", "seed"], kind="mergesort").reset_index(drop=True)
 
 
@@ -375,6 +420,136 @@ def confusion_matrix(predictions: pd.DataFrame, class_names: Sequence[str]) -> p
     return cm
 
 
+# --------------------------------------------------------------------------- paired comparisons
+
+
+def baseline_of(variant: str) -> str | None:
+    """The no-attention variant ``variant`` is tested against: :data:`BASELINE_OF`, else the naming rule
+    ``<backbone>_<block>`` -> ``<backbone>``; None for a baseline itself (``cnn``, ``resnet``)."""
+    if variant in BASELINE_OF:
+        return BASELINE_OF[variant]
+    backbone, sep, _ = variant.partition("_")
+    return backbone if sep and backbone else None
+
+
+def comparison_pairs(variants: Iterable[str]) -> list[tuple[str, str]]:
+    """``(variant, baseline)`` for every selected variant whose baseline is selected too, sorted."""
+    chosen = set(variants)
+    return sorted((v, b) for v in chosen if (b := baseline_of(v)) is not None and b in chosen and b != v)
+
+
+def paired_correctness(pred_a: pd.DataFrame, pred_b: pd.DataFrame, path_a: Path, path_b: Path):
+    """Two boolean vectors (A right?, B right?) over the same test examples, joined on ``index``."""
+    for pred, path in ((pred_a, path_a), (pred_b, path_b)):
+        index = pd.to_numeric(pred["index"], errors="coerce")
+        if index.isna().any() or not (index % 1 == 0).all():
+            raise StageError(f"{path}: column 'index' must hold whole numbers")
+        if index.duplicated().any():
+            raise StageError(f"{path}: test example index {int(index[index.duplicated()].iloc[0])} appears twice")
+    a = pred_a.assign(index=pred_a["index"].astype("int64")).set_index("index")
+    b = pred_b.assign(index=pred_b["index"].astype("int64")).set_index("index")
+    if set(a.index) != set(b.index):
+        raise StageError(f"{path_a} and {path_b} are not on the same test examples "
+                         f"({len(set(a.index) ^ set(b.index))} indices differ); rerun `dvc repro`")
+    b = b.loc[a.index]
+    if not (a["actual"] == b["actual"]).all():
+        raise StageError(f"{path_a} and {path_b} disagree on the true labels of the same test examples; "
+                         "rerun `dvc repro`")
+    return (a["actual"] == a["predicted"]).to_numpy(), (b["actual"] == b["predicted"]).to_numpy()
+
+
+def compare_variants(eval_dir, sel: Selection, n_boot: int = N_BOOT, seed: int = BOOTSTRAP_SEED,
+                     predictions: dict[tuple[str, str, int], pd.DataFrame] | None = None) -> pd.DataFrame:
+    """One row per data set x (attention variant, baseline): COMPARISON_COLUMNS.
+
+    For each seed, the variant's and the baseline's predictions of that seed are joined on ``index``; the
+    per-seed paired correctness vectors are concatenated (pooled over seeds, see :mod:`stages.stats`) and
+    give the accuracy difference (variant - baseline, a fraction), its paired bootstrap CI and the exact
+    McNemar p-value. ``predictions``: already loaded files by (dataset, variant, seed), read otherwise.
+    """
+    cache = dict(predictions or {})
+
+    def get(d: str, v: str, s: int) -> pd.DataFrame:
+        if (d, v, s) not in cache:
+            cache[(d, v, s)] = load_predictions(eval_dir, d, v, s)
+        return cache[(d, v, s)]
+
+    rows = []
+    seeds = sorted(sel.seeds)
+    for d in sorted(sel.datasets):
+        for v, base in comparison_pairs(sel.variants):
+            parts_a, parts_b = [], []
+            for s in seeds:
+                a, b = paired_correctness(get(d, base, s), get(d, v, s),
+                                          run_dir(eval_dir, d, base, s) / "predictions.csv",
+                                          run_dir(eval_dir, d, v, s) / "predictions.csv")
+                parts_a.append(a)
+                parts_b.append(b)
+            correct_a, correct_b = np.concatenate(parts_a), np.concatenate(parts_b)
+            delta, low, high = stats.paired_bootstrap_delta(correct_a, correct_b, n_boot=n_boot, seed=seed)
+            only_base, only_variant = stats.discordant_counts(correct_a, correct_b)
+            rows.append({
+                "dataset": d, "variant": v, "baseline": base,
+                "delta_accuracy": round(delta, 6), "ci_low": round(low, 6), "ci_high": round(high, 6),
+                "mcnemar_p": float(f"{stats.mcnemar_exact_counts(only_base, only_variant):.6g}"),
+                "seeds": " ".join(str(s) for s in seeds), "n_pairs": len(correct_a),
+                "baseline_only_correct": only_base, "variant_only_correct": only_variant,
+            })
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def _points(fraction: float, decimals: int = 1) -> str:
+    return _signed(fraction * 100, decimals)
+
+
+def fmt_p(p: float) -> str:
+    """``p = 0.21``, ``p = 0.039``, ``p < 0.001``."""
+    if p < 0.001:
+        return "p < 0.001"
+    return f"p = {p:.2f}" if p >= 0.1 else f"p = {p:.3f}"
+
+
+def verdict_line(row: Any, alpha: float = stats.ALPHA) -> str:
+    """``cnn_attention vs cnn on speech: +2.5 points (95% CI −1.0 to +6.0), McNemar p = 0.21: no significant
+    difference at α = 0.05``, from one comparisons row."""
+    return (f"{row.variant} vs {row.baseline} on {row.dataset}: {_points(row.delta_accuracy)} points "
+            f"(95% CI {_points(row.ci_low)} to {_points(row.ci_high)}), McNemar {fmt_p(row.mcnemar_p)}: "
+            f"{stats.verdict(row.delta_accuracy, row.ci_low, row.ci_high, row.mcnemar_p, alpha)}")
+
+
+def study_gap_text(row: Any) -> str:
+    gap = STUDY_GAPS.get((str(row.dataset).lower(), row.variant, row.baseline))
+    return "" if gap is None else f"{_signed(gap, 1)} points"
+
+
+def verdict_lines(comparisons: pd.DataFrame, dataset: str | None = None, alpha: float = stats.ALPHA) -> list[str]:
+    """A verdict sentence per comparison (of one data set, or all), with the study's gap where it published one."""
+    lines = []
+    for row in comparisons.itertuples(index=False):
+        if dataset is not None and row.dataset != dataset:
+            continue
+        line = verdict_line(row, alpha) + "."
+        gap = study_gap_text(row)
+        if gap:
+            line += f" The study published {gap} (one run each, no test)."
+        lines.append(line)
+    return lines
+
+
+def comparisons_table(comparisons: pd.DataFrame, alpha: float = stats.ALPHA) -> tuple[list[str], list[list[str]]]:
+    header = ["data set", "variant", "baseline", "seeds", "Δ accuracy (points)", "95% CI (points)",
+              "McNemar p", "only baseline right", "only variant right", "verdict", "study's Δ (1 run)"]
+    rows = []
+    for r in comparisons.itertuples(index=False):
+        rows.append([r.dataset, f"`{r.variant}`", f"`{r.baseline}`", str(r.seeds).replace(" ", ", "),
+                     _points(r.delta_accuracy, 2), f"{_points(r.ci_low, 2)} to {_points(r.ci_high, 2)}",
+                     fmt_p(r.mcnemar_p).removeprefix("p = ").removeprefix("p "), str(r.baseline_only_correct),
+                     str(r.variant_only_correct),
+                     stats.verdict(r.delta_accuracy, r.ci_low, r.ci_high, r.mcnemar_p, alpha),
+                     study_gap_text(r) or "—"])
+    return header, rows
+
+
 # --------------------------------------------------------------------------- summaries
 
 
@@ -424,14 +599,18 @@ def _signed(x: float, decimals: int) -> str:
 
 
 def difference_lines(df: pd.DataFrame, dataset: str, variants: Sequence[str]) -> list[str]:
-    """Plain-words attention-vs-baseline lines for one data set (no significance claims)."""
-    base = baseline_for(variants)
+    """Plain-words attention-vs-baseline lines for one data set (no significance claims; see verdict_lines).
+
+    Each attention variant is set against its own baseline (:func:`baseline_of`), in ``variants`` order.
+    """
     sub = df[df["dataset"] == dataset]
-    b = sub[sub["variant"] == base].set_index("seed")
     lines = []
+    baselines = dict(comparison_pairs(variants))
     for v in variants:
-        if v == base:
+        if v not in baselines:
             continue
+        base = baselines[v]
+        b = sub[sub["variant"] == base].set_index("seed")
         o = sub[sub["variant"] == v].set_index("seed")
         seeds = sorted(set(b.index) & set(o.index))
         if not seeds:
@@ -620,9 +799,15 @@ def figure_paths(sel: Selection) -> FigureSet:
 
 
 def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[dict[str, Any]],
-                 sel: Selection, figures: FigureSet, inputs: dict[str, InputInfo] | None = None) -> list[Block]:
-    """The report as a list of blocks, rendered to Markdown and HTML alike."""
+                 sel: Selection, figures: FigureSet, inputs: dict[str, InputInfo] | None = None,
+                 comparisons: pd.DataFrame | None = None, alpha: float = stats.ALPHA,
+                 n_boot: int = N_BOOT) -> list[Block]:
+    """The report as a list of blocks, rendered to Markdown and HTML alike.
+
+    ``comparisons``: :func:`compare_variants`'s table; without it the report has no paired tests.
+    """
     inputs = inputs or {}
+    comparisons = comparisons if comparisons is not None else pd.DataFrame(columns=COMPARISON_COLUMNS)
     datasets = sorted(sel.datasets)
     variants = sorted(sel.variants)
     seeds = sorted(sel.seeds)
@@ -638,6 +823,13 @@ def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[di
             f"each trained with {n} seed{'s' if n != 1 else ''} ({', '.join(str(s) for s in seeds)}), "
             "and sets the results beside the numbers the original 2023 course study published."
         ),
+    ]
+    notes = [f"`{v}` adds {VARIANT_NOTES[v]}" for v in variants if v in VARIANT_NOTES]
+    if notes:
+        blocks.append(Para("Beyond the study: " + "; ".join(notes) + ". Each attention variant is tested against "
+                           "the variant without attention on the same backbone: "
+                           + ", ".join(f"`{v}` vs `{b}`" for v, b in comparison_pairs(variants)) + "."))
+    blocks += [
         Para(
             "How to read the tables: values are the mean over seeds, followed by \u00b1 the sample standard "
             "deviation when there is more than one seed. Test time is the wall time to evaluate the whole "
@@ -650,7 +842,24 @@ def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[di
     for d in datasets:
         for line in difference_lines(df, d, variants) or [f"only `{base}` was run, nothing to compare"]:
             summary_items.append(f"{d}: {line}")
+    summary_items += verdict_lines(comparisons, alpha=alpha)
     blocks.append(Bullets(tuple(summary_items)))
+
+    if len(comparisons):
+        blocks.append(Heading(2, "Is the difference real? Paired tests"))
+        blocks.append(Para(
+            "Both models of a comparison were tested on the same examples, so they are compared example by "
+            "example: the predictions of the same seed are joined on the test example's index, and the "
+            "seeds are pooled by concatenating these pairs. Δ is the variant's accuracy minus the "
+            f"baseline's. The 95% confidence interval comes from a paired bootstrap ({n_boot:,} resamples of "
+            "the example pairs, fixed seed); the p-value from the exact McNemar test, a two-sided binomial "
+            "test on the examples exactly one of the two models got right. A difference is called "
+            f"significant when p < {alpha:g}. The pooled tests treat every (seed, example) pair as one "
+            "observation; the spread between seeds is the ± sd in the tables below. The study's "
+            "published differences come from one run per model and had no test."
+        ))
+        blocks.append(_table(comparisons_table(comparisons, alpha),
+                             "Each attention variant against its baseline without attention (reports/comparisons.csv)"))
 
     for d in datasets:
         sub = df[df["dataset"] == d]
@@ -670,6 +879,8 @@ def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[di
         for line in input_lines(inputs.get(d)):
             blocks.append(Para(line))
         for line in difference_lines(df, d, variants):
+            blocks.append(Para(line))
+        for line in verdict_lines(comparisons, d, alpha):
             blocks.append(Para(line))
 
         blocks.append(Heading(3, "Compared with the published study"))
@@ -952,7 +1163,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-dir", default="reports/train")
     ap.add_argument("--raw-dir", default="data/raw", help="fetch outputs: {raw-dir}/{dataset}/source.json")
     ap.add_argument("--out-dir", default="reports")
+    ap.add_argument("--n-boot", type=int, default=N_BOOT, help="bootstrap resamples for the paired CIs")
+    ap.add_argument("--bootstrap-seed", type=int, default=BOOTSTRAP_SEED, help="seed of the bootstrap draws")
+    ap.add_argument("--alpha", type=float, default=stats.ALPHA, help="significance level of the verdicts")
     args = ap.parse_args(argv)
+    if args.n_boot < 1:
+        raise StageError(f"--n-boot must be >= 1, got {args.n_boot}")
+    if not 0 < args.alpha < 1:
+        raise StageError(f"--alpha must be in (0, 1), got {args.alpha}")
 
     sel = selection_from_params(load_params(args.params))
     # Read everything first: a missing input fails before anything is written.
@@ -963,10 +1181,12 @@ def main(argv: list[str] | None = None) -> int:
     predictions = {(d, v): load_predictions(args.eval_dir, d, v, sel.seeds[0])
                    for d, v, _ in _combos(sel.datasets, sel.variants, sel.seeds[:1])}
     inputs = load_input_info(args.raw_dir, sel.datasets)
+    comparisons = compare_variants(args.eval_dir, sel, args.n_boot, args.bootstrap_seed,
+                                   {(d, v, sel.seeds[0]): p for (d, v), p in predictions.items()})
 
     figs = figure_paths(sel)
     images = make_figures(df, histories, predictions, records, sel, figs)
-    blocks = build_report(df, per_class, records, sel, figs, inputs)
+    blocks = build_report(df, per_class, records, sel, figs, inputs, comparisons, args.alpha, args.n_boot)
     markdown = render_markdown(blocks)
     page = render_html(blocks, images)
 
@@ -981,10 +1201,12 @@ def main(argv: list[str] | None = None) -> int:
                            frame_rows(curves_for_dataset(histories, d), CURVE_COLUMNS))
         write_csv_rows(tmp / "timing.csv", TIMING_COLUMNS, frame_rows(timing_frame(df), TIMING_COLUMNS))
     write_csv_rows(out / "results.csv", RESULT_COLUMNS, frame_rows(df, RESULT_COLUMNS))
+    write_csv_rows(out / "comparisons.csv", COMPARISON_COLUMNS, frame_rows(comparisons, COMPARISON_COLUMNS))
     atomic_write_json(out / "metrics.json", summary_metrics(df))
     atomic_write_text(out / "report.md", markdown)
     atomic_write_text(out / "report.html", page)
-    print(f"report: {len(df)} runs -> {out / 'report.html'}, {out / 'report.md'}, {out / 'results.csv'}")
+    print(f"report: {len(df)} runs, {len(comparisons)} paired comparisons -> {out / 'report.html'}, "
+          f"{out / 'report.md'}, {out / 'results.csv'}, {out / 'comparisons.csv'}")
     return 0
 
 

@@ -149,9 +149,10 @@ EXACT_ERRORS = [
     ("variants-scalar", "variants", "cnn", "params.yaml: variants must be a non-empty list of variant names, got 'cnn'"),
     ("unknown-variant", "variants", ["cnn", "cnn_atention"],
      "params.yaml: unknown variant 'cnn_atention' in variants (did you mean 'cnn_attention'?); "
-     "available: cnn, cnn_attention"),
-    ("unknown-variant-no-hint", "variants", ["resnet"],
-     "params.yaml: unknown variant 'resnet' in variants; available: cnn, cnn_attention"),
+     "available: cnn, cnn_attention, cnn_cbam, cnn_mhsa, cnn_se, resnet, resnet_cbam, resnet_se"),
+    ("unknown-variant-no-hint", "variants", ["vgg"],
+     "params.yaml: unknown variant 'vgg' in variants; "
+     "available: cnn, cnn_attention, cnn_cbam, cnn_mhsa, cnn_se, resnet, resnet_cbam, resnet_se"),
     ("variant-not-a-name", "variants", ["cnn", 1], "params.yaml: variants[1] must be a non-empty string, got 1"),
     ("duplicate-variant", "variants", ["cnn", "cnn"], "params.yaml: variants lists 'cnn' twice"),
     ("unknown-dataset", "datasets", ["mnist", "mnsit"],
@@ -352,7 +353,7 @@ def test_cli_ok_on_the_real_file(tmp_path):
     (mutated("train.epoch", 15), "error: params.yaml: unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
     (mutated("variants", ["cnn", "cnn_atention"]),
      "error: params.yaml: unknown variant 'cnn_atention' in variants (did you mean 'cnn_attention'?); "
-     "available: cnn, cnn_attention"),
+     "available: cnn, cnn_attention, cnn_cbam, cnn_mhsa, cnn_se, resnet, resnet_cbam, resnet_se"),
 ])
 def test_cli_error_is_one_stderr_line_and_exit_1(tmp_path, params, expected):
     proc = cli(tmp_path, params)

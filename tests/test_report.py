@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 # Make `stages` importable when pytest is run as `.venv/bin/pytest` from the project root.
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +77,14 @@ def write_run(eval_dir: Path, train_dir: Path, d: str, v: str, s: int, seed_dir:
     (t / "history.csv").write_text("\n".join(hist) + "\n", encoding="utf-8")
 
 
+def write_params(path: Path, datasets, variants, seeds) -> None:
+    """The project's params.yaml (the report stage validates the whole file) with the runs to report."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params.update(datasets=list(datasets), variants=list(variants))
+    params["train"]["seeds"] = list(seeds)
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+
+
 def write_tree(root: Path, extra_seed: int | None = None) -> dict[str, Path]:
     """The input tree for DATASETS x VARIANTS x SEEDS (+ an unlisted extra seed) and params.yaml."""
     eval_dir, train_dir = root / "reports" / "eval", root / "reports" / "train"
@@ -83,12 +93,7 @@ def write_tree(root: Path, extra_seed: int | None = None) -> dict[str, Path]:
         if extra_seed is not None and s == 0:
             write_run(eval_dir, train_dir, d, v, s, seed_dir=extra_seed)
     params = root / "params.yaml"
-    params.write_text(
-        "datasets: [" + ", ".join(DATASETS) + "]\n"
-        "variants: [" + ", ".join(VARIANTS) + "]\n"
-        "train:\n  seeds: [" + ", ".join(map(str, SEEDS)) + "]\n  epochs: 15\n",
-        encoding="utf-8",
-    )
+    write_params(params, DATASETS, VARIANTS, SEEDS)
     return {"params": params, "eval": eval_dir, "train": train_dir, "raw": root / "data" / "raw",
             "out": root / "reports"}
 
@@ -125,6 +130,16 @@ def test_results_csv_columns_rows_order_and_values(built):
         assert row.source == source
         assert row.params == PARAMS[row.dataset][row.variant]
         assert row.num_test == 6
+
+
+def test_results_csv_mean_and_sd_over_seeds(built):
+    df = pd.read_csv(built["out"] / "results.csv", dtype={"dataset": str, "variant": str, "source": str})
+    for (d, v), group in df.groupby(["dataset", "variant"]):
+        accs = [RUNS[(d, v, s)][0] for s in SEEDS]
+        assert group["test_accuracy_mean"].tolist() == pytest.approx([sum(accs) / 2] * 2)
+        assert group["test_accuracy_sd"].tolist() == pytest.approx([abs(accs[0] - accs[1]) / 2 ** 0.5] * 2, abs=1e-6)
+    one_seed = report.results_frame(report.load_all_metrics(built["eval"], ["mnist"], ["cnn"], [0]))
+    assert one_seed["test_accuracy_mean"].tolist() == [0.98] and one_seed["test_accuracy_sd"].isna().all()
 
 
 def test_collect_results_sorts_and_types(built):
@@ -218,8 +233,8 @@ def test_html_is_self_contained(built):
     assert 'src="figures/' not in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "http://" not in page and "https://" not in page
-    # a table per data set (comparison, study, per-class) plus the all-runs table
-    assert page.count("<table>") == 2 * 3 + 1
+    # a table per data set (comparison, study, per-class), the paired tests and the all-runs table
+    assert page.count("<table>") == 2 * 3 + 2
     assert "<h2>Data set: mnist</h2>" in page and "<h2>Data set: speech</h2>" in page
     for number in ("83.3", "901.9", "0.057", "98.6", "52.4", "921.8", "0.048", "98.5",
                    "70.3", "313.3", "2.938", "81.0", "53.6", "637.8", "0.692", "84.7"):
@@ -230,6 +245,10 @@ def test_html_is_self_contained(built):
     assert "<code>cnn_attention</code> \u2212 <code>cnn</code>: +1.00 points test accuracy over 2 seeds" in page
     assert "not a significance test" in page
     assert "97.00 \u00b1 1.41" in page  # mnist cnn: mean 97 %, sd of (98, 96)
+    # every run predicted the same: the paired tests see no difference, and the study's gaps are beside ours
+    assert ("cnn_attention vs cnn on mnist: 0.0 points (95% CI 0.0 to 0.0), McNemar p = 1.00: "
+            "no significant difference at \u03b1 = 0.05. The study published \u22120.1 points") in page
+    assert "cnn_attention vs cnn on speech: 0.0 points" in page and "The study published +3.7 points" in page
     assert "98.00 \u00b1 1.41" in page  # mnist cnn_attention: mean 98 %, sd of (99, 97)
 
 
@@ -357,3 +376,142 @@ def test_skipped_input_files_are_counted_per_dataset(tmp_path):
     (speech / "source.json").write_text("{broken")
     with pytest.raises(StageError, match=re.escape(str(speech / "source.json")) + ".*not valid JSON"):
         report.main(argv_for(paths))
+
+
+# ----------------------------------------------------------------------------- paired comparisons
+
+# A second tree where the variants really differ, example by example. Test examples have indices 100, 103, ...
+# (not row numbers) and cnn_attention's predictions.csv is written in reverse order: the join is on `index`.
+PAIRED_VARIANTS = ["resnet_se", "cnn", "resnet", "cnn_attention"]
+PAIRED_SEEDS = [0, 1]
+N_TEST = 40
+INDICES = [100 + 3 * i for i in range(N_TEST)]
+
+
+def paired_correct(variant: str) -> list[bool]:
+    """Which of the N_TEST examples each variant gets right (the same for both seeds)."""
+    if variant == "cnn":            # 30 of 40
+        return [i < 30 for i in range(N_TEST)]
+    if variant == "cnn_attention":  # wrong on 0, 1 (cnn right); right on 30..37 (cnn wrong): 36 of 40
+        return [(i < 30 and i not in (0, 1)) or 30 <= i < 38 for i in range(N_TEST)]
+    return [i < 36 for i in range(N_TEST)]  # resnet and resnet_se predict exactly alike
+
+
+def write_paired_tree(root: Path, datasets=("speech",), variants=PAIRED_VARIANTS, seeds=PAIRED_SEEDS):
+    eval_dir, train_dir = root / "reports" / "eval", root / "reports" / "train"
+    for d in datasets:
+        for v in variants:
+            for s in seeds:
+                correct = paired_correct(v)
+                m = metrics_for(d, "cnn", 0)
+                m.update(variant=v, seed=s, test_accuracy=sum(correct) / N_TEST, num_test=N_TEST)
+                e = eval_dir / d / v / f"seed{s}"
+                e.mkdir(parents=True, exist_ok=True)
+                (e / "metrics.json").write_text(json.dumps(m), encoding="utf-8")
+                rows = [f"{idx},{i % 3},{i % 3 if ok else (i + 1) % 3},0.5"
+                        for i, (idx, ok) in enumerate(zip(INDICES, correct))]
+                if v == "cnn_attention":
+                    rows.reverse()
+                (e / "predictions.csv").write_text("\n".join(["index,actual,predicted,confidence", *rows]) + "\n")
+                t = train_dir / d / v / f"seed{s}"
+                t.mkdir(parents=True, exist_ok=True)
+                (t / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy\n1,1.0,0.5,1.1,0.4\n"
+                                               "2,0.5,0.7,0.9,0.6\n", encoding="utf-8")
+    write_params(root / "params.yaml", datasets, variants, seeds)
+    return {"params": root / "params.yaml", "eval": eval_dir, "train": train_dir, "raw": root / "data" / "raw",
+            "out": root / "reports"}
+
+
+@pytest.fixture(scope="module")
+def paired(tmp_path_factory):
+    paths = write_paired_tree(tmp_path_factory.mktemp("paired"))
+    assert report.main(argv_for(paths)) == 0
+    return paths
+
+
+def test_comparisons_csv_columns_and_values(paired):
+    from stages import stats
+
+    df = pd.read_csv(paired["out"] / "comparisons.csv", dtype={"seeds": str})
+    assert list(df.columns)[:7] == ["dataset", "variant", "baseline", "delta_accuracy", "ci_low", "ci_high",
+                                    "mcnemar_p"]
+    assert list(df.columns) == report.COMPARISON_COLUMNS
+    # each attention variant against the baseline of its own backbone; never resnet vs cnn
+    assert list(zip(df.dataset, df.variant, df.baseline)) == [("speech", "cnn_attention", "cnn"),
+                                                              ("speech", "resnet_se", "resnet")]
+    att, se = df.iloc[0], df.iloc[1]
+    # pooled over 2 seeds: 80 pairs, 4 only cnn got right, 16 only cnn_attention got right
+    assert (att.n_pairs, att.baseline_only_correct, att.variant_only_correct, att.seeds) == (80, 4, 16, "0 1")
+    assert att.delta_accuracy == pytest.approx(0.15)
+    assert att.mcnemar_p == pytest.approx(2 * sum(math.comb(20, k) for k in range(5)) / 2 ** 20, rel=1e-5)
+    assert 0 < att.ci_low < 0.15 < att.ci_high
+    base = [i < 30 for i in range(N_TEST)] * 2
+    variant = paired_correct("cnn_attention") * 2
+    assert (att.delta_accuracy, att.ci_low, att.ci_high) == pytest.approx(
+        stats.paired_bootstrap_delta(base, variant, n_boot=report.N_BOOT, seed=report.BOOTSTRAP_SEED), abs=1e-6)
+    assert (se.delta_accuracy, se.ci_low, se.ci_high, se.mcnemar_p) == (0.0, 0.0, 0.0, 1.0)
+    assert (se.baseline_only_correct, se.variant_only_correct) == (0, 0)
+
+
+def test_verdict_sentences_in_markdown_and_html(paired):
+    from stages import stats
+
+    base = [i < 30 for i in range(N_TEST)] * 2
+    _, low, high = stats.paired_bootstrap_delta(base, paired_correct("cnn_attention") * 2)
+    expected = (f"cnn_attention vs cnn on speech: +15.0 points (95% CI +{low * 100:.1f} to +{high * 100:.1f}), "
+                "McNemar p = 0.012: significantly better at \u03b1 = 0.05. The study published +3.7 points "
+                "(one run each, no test).")
+    no = ("resnet_se vs resnet on speech: 0.0 points (95% CI 0.0 to 0.0), McNemar p = 1.00: "
+          "no significant difference at \u03b1 = 0.05.")
+    md = (paired["out"] / "report.md").read_text(encoding="utf-8")
+    page = (paired["out"] / "report.html").read_text(encoding="utf-8")
+    for text in (md, page):
+        assert expected in text and no in text
+        assert "Is the difference real? Paired tests" in text
+        assert "resnet_se vs resnet on speech: 0.0 points (95% CI 0.0 to 0.0), McNemar p = 1.00: " \
+               "no significant difference at \u03b1 = 0.05. The study" not in text  # the study had no resnet
+    table = md.split("## Is the difference real? Paired tests")[1].split("\n## ")[0]
+    assert "| speech | `cnn_attention` | `cnn` | 0, 1 | +15.00 |" in table
+    assert "| significantly better at \u03b1 = 0.05 | +3.7 points |" in table
+    assert "| no significant difference at \u03b1 = 0.05 | \u2014 |" in table
+    # the per-backbone difference lines no longer measure resnet_se against cnn
+    assert "`resnet_se` \u2212 `resnet`: 0.00 points" in md and "`resnet_se` \u2212 `cnn`" not in md
+
+
+def test_study_gaps_are_the_published_ones():
+    assert report.STUDY_GAPS == {("mnist", "cnn_attention", "cnn"): -0.1, ("speech", "cnn_attention", "cnn"): 3.7}
+
+
+def test_baseline_mapping():
+    assert report.baseline_of("cnn_attention") == "cnn" and report.baseline_of("cnn_mhsa") == "cnn"
+    assert report.baseline_of("resnet_cbam") == "resnet" and report.baseline_of("resnet_se") == "resnet"
+    assert report.baseline_of("cnn") is None and report.baseline_of("resnet") is None
+    assert report.baseline_of("vgg_se") == "vgg"  # the naming rule for variants not in BASELINE_OF
+    assert report.comparison_pairs(["cnn_se", "resnet_se", "cnn"]) == [("cnn_se", "cnn")]  # resnet not run
+    from stages.models import available
+
+    for variant in available():  # every registered attention variant has a registered baseline
+        if report.baseline_of(variant) is not None:
+            assert report.baseline_of(variant) in available(), variant
+
+
+def test_paired_tests_need_the_same_test_examples(tmp_path):
+    paths = write_paired_tree(tmp_path, variants=["cnn", "cnn_attention"], seeds=[0])
+    f = paths["eval"] / "speech" / "cnn_attention" / "seed0" / "predictions.csv"
+    lines = f.read_text().splitlines()
+    lines[1] = "99999," + lines[1].split(",", 1)[1]
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(StageError, match="not on the same test examples"):
+        report.main(argv_for(paths))
+    assert not (paths["out"] / "comparisons.csv").exists()
+
+
+def test_cli_bootstrap_options(tmp_path):
+    paths = write_paired_tree(tmp_path, variants=["cnn", "cnn_attention"], seeds=[0])
+    assert report.main(argv_for(paths) + ["--n-boot", "200", "--bootstrap-seed", "3", "--alpha", "0.01"]) == 0
+    df = pd.read_csv(paths["out"] / "comparisons.csv")
+    assert len(df) == 1 and df.delta_accuracy.iloc[0] == pytest.approx(0.15)
+    md = (paths["out"] / "report.md").read_text(encoding="utf-8")
+    assert "200 resamples" in md and "p < 0.01" in md
+    # 1 seed: 40 pairs, b=2, c=8: p = 0.109 > 0.01
+    assert "McNemar p = 0.11: no significant difference at \u03b1 = 0.01" in md

@@ -1,0 +1,15 @@
+"""``cnn_se``: the study's baseline plus a squeeze-and-excitation block after the first conv
+(174,030 params on 28x28x1)."""
+from __future__ import annotations
+
+import keras
+
+from stages.models.blocks import squeeze_excite, study_head, study_stem
+
+
+def build(input_shape, num_classes, *, filters=32, kernel_size=3, se_ratio=8, pool_size=2, dropout=0.2, dense_units=32):
+    """(B, H, W, 1) -> (B, num_classes) softmax; the SE block (channel attention) is one extra call."""
+    inputs, x = study_stem(input_shape, filters=filters, kernel_size=kernel_size)
+    x = squeeze_excite(x, se_ratio)
+    outputs = study_head(x, num_classes, pool_size=pool_size, dropout=dropout, dense_units=dense_units)
+    return keras.Model(inputs, outputs, name="cnn_se")

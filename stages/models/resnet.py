@@ -1,0 +1,11 @@
+"""``resnet``: a small ResNet (stem, 3 residual stages with BatchNorm, global average pooling, dense softmax),
+the stronger no-attention baseline for ``resnet_se`` and ``resnet_cbam``."""
+from __future__ import annotations
+
+from stages.models import blocks
+
+
+def build(input_shape, num_classes, *, filters=16, blocks_per_stage=2, stem_strides=2, dropout=0.0):
+    """(B, H, W, 1) -> (B, num_classes) softmax; see :func:`stages.models.blocks.resnet`."""
+    return blocks.resnet(input_shape, num_classes, filters=filters, blocks_per_stage=blocks_per_stage,
+                         stem_strides=stem_strides, dropout=dropout, name="resnet")

@@ -1,0 +1,111 @@
+"""Paired statistics for "is variant B really better than variant A on the same test set?" (numpy + scipy only).
+
+Both tests work on *paired correctness vectors*: ``correct_a[i]`` and ``correct_b[i]`` say whether models A and
+B got test example ``i`` right (the same example for both: join predictions on their ``index`` column).
+
+* :func:`paired_bootstrap_delta`: the accuracy difference ``B - A`` with a percentile bootstrap confidence
+  interval, resampling *examples* (pairs), so the correlation between the two models on easy and hard
+  examples is kept.
+* :func:`mcnemar_exact`: the exact (binomial) McNemar test on the discordant pairs.
+
+Several seeds: concatenate the per-seed paired vectors (seed ``s`` of A paired with seed ``s`` of B) and call
+the functions once. The delta is then the mean over seeds of the per-seed deltas (equal test sets), and the
+bootstrap and McNemar treat every (seed, example) pair as one observation: they answer "over these training
+runs, does B get more test examples right than A?". They do not model the seed-to-seed variance of training
+as a separate source of error; the report shows the per-seed spread (mean ± sd) beside them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+ALPHA = 0.05
+
+
+def _paired(correct_a: Any, correct_b: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Two equal-length, non-empty boolean vectors (from bools or 0/1 numbers)."""
+    a, b = np.asarray(correct_a), np.asarray(correct_b)
+    if a.ndim != 1 or b.ndim != 1:
+        raise ValueError(f"correctness vectors must be 1-D, got shapes {a.shape} and {b.shape}")
+    if len(a) != len(b):
+        raise ValueError(f"correctness vectors must be paired (same length), got {len(a)} and {len(b)}")
+    if len(a) == 0:
+        raise ValueError("correctness vectors are empty")
+    for name, v in (("correct_a", a), ("correct_b", b)):
+        if v.dtype != bool and not np.isin(v, (0, 1)).all():
+            raise ValueError(f"{name} must hold booleans or 0/1, got values {sorted(set(np.unique(v).tolist()))[:5]}")
+    return a.astype(bool), b.astype(bool)
+
+
+def discordant_counts(correct_a: Any, correct_b: Any) -> tuple[int, int]:
+    """``(b, c)``: examples only A got right, examples only B got right (McNemar's discordant cells)."""
+    a, b = _paired(correct_a, correct_b)
+    return int(np.sum(a & ~b)), int(np.sum(~a & b))
+
+
+def paired_bootstrap_delta(correct_a: Any, correct_b: Any, n_boot: int = 10000, seed: int = 0,
+                           confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(delta, ci_low, ci_high)``: accuracy of B minus accuracy of A, and its percentile bootstrap CI.
+
+    Fractions, not points (0.025 = 2.5 points). Each bootstrap replicate draws n examples with replacement
+    and takes both models' results on the same draws. The per-example difference ``B - A`` is -1, 0 or +1,
+    so a replicate's mean depends only on how many draws landed on each of the three kinds; those counts
+    are drawn directly as one multinomial(n, observed proportions) per replicate, which is the same
+    distribution as resampling indices, without an (n_boot x n) index array. Deterministic for a given
+    ``seed`` (numpy's default generator).
+    """
+    a, b = _paired(correct_a, correct_b)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    n = len(a)
+    only_b, only_a = int(np.sum(~a & b)), int(np.sum(a & ~b))
+    delta = (only_b - only_a) / n
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, [only_b / n, only_a / n, (n - only_b - only_a) / n], size=int(n_boot))
+    replicates = (counts[:, 0] - counts[:, 1]) / n
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(replicates, [tail, 1 - tail])
+    return float(delta), float(low), float(high)
+
+
+def mcnemar_exact(correct_a: Any, correct_b: Any) -> float:
+    """Two-sided exact McNemar p-value: binomial test of b vs c discordant pairs with p = 1/2.
+
+    ``b`` = examples only A got right, ``c`` = examples only B got right; under "no difference" each
+    discordant pair is equally likely to fall either way. 1.0 when there are no discordant pairs.
+    """
+    b, c = discordant_counts(correct_a, correct_b)
+    return mcnemar_exact_counts(b, c)
+
+
+def mcnemar_exact_counts(b: int, c: int) -> float:
+    """:func:`mcnemar_exact` from the two discordant counts (e.g. b=10, c=2 gives 0.0386)."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {b} and {c}")
+    if b + c == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    return float(min(1.0, binomtest(int(b), int(b + c), 0.5, alternative="two-sided").pvalue))
+
+
+def verdict(delta: float, ci_low: float, ci_high: float, p: float, alpha: float = ALPHA) -> str:
+    """The plain-words conclusion, e.g. ``no significant difference at α = 0.05``.
+
+    Significant only when McNemar's p < alpha; the direction then comes from the delta. When the two
+    tests disagree (p < alpha but the CI contains 0, or the reverse), the sentence says so.
+    """
+    ci_excludes_zero = ci_low > 0 or ci_high < 0
+    if p < alpha:
+        better = "better" if delta > 0 else "worse"
+        text = f"significantly {better} at \u03b1 = {alpha:g}"
+        if not ci_excludes_zero:
+            text += " (McNemar), though the bootstrap CI includes 0"
+        return text
+    text = f"no significant difference at \u03b1 = {alpha:g}"
+    if ci_excludes_zero:
+        text += " (McNemar), though the bootstrap CI excludes 0"
+    return text
