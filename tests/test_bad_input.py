@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from scipy.io import wavfile
 
+from conftest import deep_update
 from stages import audio, featurize, fetch_speech
 from stages.common import StageError, read_csv_dicts
 from stages.tfrecords import load_split
@@ -496,7 +498,9 @@ def test_embedded_and_fsdd_rows_are_validated_the_same_way(tmp_path):
 def _cli(tmp_path: Path, on_bad_file: str, bad_name: str = "zz_broken.wav") -> subprocess.CompletedProcess:
     root = good_folder(tmp_path / "mine")
     write(root / "train" / "1" / bad_name, bytes(range(200)))
-    (tmp_path / "params.yaml").write_text(json.dumps(params(root, on_bad_file)), encoding="utf-8")
+    # the stage validates the whole file, so start from the project's params.yaml
+    full = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), params(root, on_bad_file))
+    (tmp_path / "params.yaml").write_text(json.dumps(full), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "stages.fetch_speech", "--params", str(tmp_path / "params.yaml"),
                            "--out", str(tmp_path / "out")], cwd=tmp_path, env=env, capture_output=True, text=True,
