@@ -1,8 +1,14 @@
 """evaluate: test-set metrics, per-class precision/recall, predictions and timing of one trained model.
 
-Outputs in ``--out``: ``metrics.json`` (see the report stage for its keys) and
-``predictions.csv`` (``index,actual,predicted,confidence``; DVC renders it as a
-confusion matrix).
+Outputs: ``--metrics`` (``metrics.json``, see the report stage for its keys),
+``--predictions`` (``predictions.csv``: ``index,actual,predicted,confidence``; DVC
+renders it as a confusion matrix) and ``--attention-dir``: attention maps of a fixed
+set of test examples and of the misclassified ones, overlaid on the input, with an
+``index.json`` (always written; no blocks and no images for a model without
+attention). What each kind of block's map shows: :mod:`stages.attention_maps`.
+``evaluate.attention_examples_per_class`` (first k test examples of each class) and
+``evaluate.attention_max_misclassified`` (first m misclassified, in test order)
+choose the examples.
 
 Timing: ``test_time_ms`` is the wall time of ``model.evaluate`` over the whole
 test set (the study's "testing time"); single-example latency is measured on a
@@ -14,8 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -57,9 +64,49 @@ def measure_latency_ms(model, example: np.ndarray, repeats: int, warmup: int) ->
     return float(np.median(times)), float(np.percentile(times, 95))
 
 
+def gather_test_inputs(features_dir: Path, spec, positions: Sequence[int]) -> np.ndarray:
+    """The test inputs at these positions of the ordered test split: (len(positions), *spec.shape) float32,
+    in the order asked."""
+    from stages.tfrecords import FEATURE_KEY, load_split
+
+    wanted = {int(p) for p in positions}
+    found: dict[int, np.ndarray] = {}
+    for position, ex in enumerate(load_split(features_dir, spec, "test")):
+        if position in wanted:
+            found[position] = ex[FEATURE_KEY].numpy()
+            if len(found) == len(wanted):
+                break
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise StageError(f"{features_dir}: test split has no example at position {missing[0]}; rerun featurize")
+    return np.stack([found[int(p)] for p in positions]).astype(np.float32) if positions else \
+        np.zeros((0, *spec.shape), np.float32)
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation produces: metrics.json, predictions.csv rows and the attention folder's
+    ``index.json`` and PNGs (:func:`stages.attention_maps.attention_outputs`)."""
+
+    metrics: dict[str, Any]
+    rows: list[list[Any]]
+    attention_index: dict[str, Any] = field(default_factory=dict)
+    attention_images: dict[str, bytes] = field(default_factory=dict)
+
+
 def evaluate(model_dir: Path, features_dir: Path, summary_file: Path, batch_size: int, repeats: int,
              warmup: int) -> tuple[dict[str, Any], list[list[Any]]]:
     """Evaluate ``model_dir/model.keras`` on the test split. Returns (metrics, prediction rows)."""
+    result = run_evaluation(model_dir, features_dir, summary_file, batch_size, repeats, warmup, attention=None)
+    return result.metrics, result.rows
+
+
+def run_evaluation(model_dir: Path, features_dir: Path, summary_file: Path, batch_size: int, repeats: int,
+                   warmup: int, attention: tuple[int, int] | None = None) -> Evaluation:
+    """Evaluate ``model_dir/model.keras`` on the test split, and draw its attention maps.
+
+    ``attention``: ``(examples_per_class, max_misclassified)`` for the maps, or None for none.
+    """
     import keras
 
     from stages.tfrecords import FEATURE_KEY, INDEX_KEY, LABEL_KEY, batched, load_split, read_spec
@@ -111,7 +158,19 @@ def evaluate(model_dir: Path, features_dir: Path, summary_file: Path, batch_size
     }
     rows = [[int(i), names[a], names[p], round(float(probs[j, p]), 6)]
             for j, (i, a, p) in enumerate(zip(index_list, actual, predicted))]
-    return metrics, rows
+    result = Evaluation(metrics, rows)
+    if attention is not None:
+        from stages.attention_maps import attention_outputs, display_for
+
+        per_class, max_wrong = attention
+        result.attention_index, result.attention_images = attention_outputs(
+            model, lambda positions: gather_test_inputs(features_dir, spec, positions),
+            dataset=summary["dataset"], variant=summary["variant"], seed=summary["seed"],
+            display=display_for(spec.dataset), input_shape=spec.shape, class_names=names,
+            indices=np.asarray(index_list), actual=actual, predicted=predicted,
+            confidence=probs[np.arange(len(predicted)), predicted], per_class=per_class,
+            max_misclassified=max_wrong)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,22 +180,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-summary", type=Path, required=True, help="summary.json written by train")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
     parser.add_argument("--predictions", type=Path, required=True, help="predictions.csv to write")
+    parser.add_argument("--attention-dir", type=Path, default=None,
+                        help="folder for the attention maps (index.json + PNGs); none written when omitted")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     batch_size = int(get_param(params, "evaluate.batch_size"))
     repeats = int(get_param(params, "evaluate.latency_repeats"))
     warmup = int(get_param(params, "evaluate.latency_warmup"))
+    from stages.params_check import setting
+
+    attention = (int(setting(params, "evaluate.attention_examples_per_class")),
+                 int(setting(params, "evaluate.attention_max_misclassified")))
 
     from stages.runtime import configure_tensorflow
 
     configure_tensorflow(seed=0)
-    metrics, rows = evaluate(args.model_dir, args.features, args.train_summary, batch_size, repeats, warmup)
-    write_csv_rows(args.predictions, ["index", "actual", "predicted", "confidence"], rows)
+    result = run_evaluation(args.model_dir, args.features, args.train_summary, batch_size, repeats, warmup,
+                            attention=attention if args.attention_dir is not None else None)
+    metrics = result.metrics
+    if args.attention_dir is not None:
+        from stages.attention_maps import write_attention_dir
+
+        write_attention_dir(args.attention_dir, result.attention_index, result.attention_images)
+    write_csv_rows(args.predictions, ["index", "actual", "predicted", "confidence"], result.rows)
     atomic_write_json(args.metrics, metrics)
+    maps = ""
+    if args.attention_dir is not None:
+        blocks = len(result.attention_index["blocks"])
+        maps = (f", attention maps of {blocks} block{'s' if blocks != 1 else ''} -> {args.attention_dir}" if blocks
+                else ", no attention blocks")
     print(f"evaluated {metrics['dataset']}/{metrics['variant']} seed={metrics['seed']}: "
           f"accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}, "
-          f"latency p50 {metrics['latency_ms_p50']:.2f} ms -> {args.metrics.parent}")
+          f"latency p50 {metrics['latency_ms_p50']:.2f} ms -> {args.metrics.parent}{maps}")
     return 0
 
 

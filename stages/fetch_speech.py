@@ -6,9 +6,10 @@ Sources (``data.speech.source``):
   over many voices, rates and pitches, with light noise; test voices never occur
   in training; byte-for-byte deterministic (``data.speech.embedded``).
 - ``fsdd``: the Free Spoken Digit Dataset release archive from ``data.speech.url``
-  (an http(s) URL or a local path), official split (take index 0-4 test). The
-  archive is checked against ``data.speech.sha256`` when given, and every
-  recording against the per-recording digests kept in ``data/checksums/``.
+  (an http(s) URL or a local path), official split (take index 0-4 test) or
+  speaker-independent (``data.speech.split``, below). The archive is checked
+  against ``data.speech.sha256`` when given, and every recording against the
+  per-recording digests kept in ``data/checksums/``.
 - ``folder``: the user's recordings under ``data.speech.path`` in ``train/`` and
   ``test/`` subfolders (any letter case), labelled per ``data.speech.labels``:
   ``subfolder`` (the parent folder's name), ``prefix`` (the digits before the
@@ -41,6 +42,21 @@ optimistic); classes with train but no test recordings; class subfolders without
 audio files; symbolic links to folders (not followed). Clips longer than
 ``features.speech.clip_samples`` are fine: featurize cuts them and counts them.
 
+Train/test split (``data.speech.split``)
+----------------------------------------
+- ``official`` (default): FSDD's own split (take index 0-4 of every digit and speaker
+  is test), so the same speakers are in train and test; a folder keeps its
+  ``train/`` and ``test/``; the embedded voices are speaker-independent by construction.
+- ``speakers`` (fsdd, folder): speaker-independent. Every recording of a speaker in
+  ``data.speech.test_speakers`` is test, every other recording train, whatever its
+  take index or folder. The speaker is the second ``_`` field of the file name
+  (``3_theo_12.wav``); a file without one, a name not among the data's speakers, or
+  a list holding out every speaker is a one-line error. (A folder's files keep their
+  ``recordings/<folder>/`` path; the manifest's ``split`` column is what counts.)
+
+``source.json`` records ``split``, ``test_speakers``, the speakers per split,
+``speakers_in_both_splits`` and a sentence for the report (``split_description``).
+
 Always errors, whatever ``data.on_bad_file`` says: a split left without recordings,
 and a class with test recordings but no train recordings (the model could never
 predict it).
@@ -69,6 +85,7 @@ from stages.audio import (AUDIO_SUFFIXES, UNSUPPORTED_AUDIO_SUFFIXES, BadFileErr
                           read_audio)
 from stages.common import (StageError, atomic_dir, atomic_write_json, get_param, load_params, run_main,
                            sha256_file, write_csv_rows)
+from stages.params_check import check_split_source, check_test_speakers, setting
 
 MANIFEST_HEADER = ["file", "label", "split", "speaker", "duration_s", "sample_rate_hz", "sha256"]
 SKIPPED_HEADER = ["file", "split", "reason"]
@@ -77,6 +94,7 @@ LABEL_RULES = ("subfolder", "prefix", "cyclic")
 BAD_FILE_MODES = ("error", "skip")
 FSDD_CHECKSUMS = Path("data/checksums/fsdd-1.0.10.sha256")
 SPLITS = ("train", "test")
+SPLIT_RULES = ("official", "speakers")  # data.speech.split
 SHOW = 3  # examples named in a warning line
 
 
@@ -289,6 +307,55 @@ def duplicates_across_splits(rows: list[dict[str, Any]]) -> list[tuple[str, str]
             if r["split"] == "test" and r["sha256"] in train]
 
 
+def split_by_speakers(rows: list[dict[str, Any]], test_speakers: list[str]) -> list[dict[str, Any]]:
+    """``data.speech.split: speakers``: new rows, ``split`` = test for every recording of ``test_speakers``,
+    train for all others. Every row needs a speaker; the names are checked against the rows' speakers."""
+    unnamed = [str(r["file"]) for r in rows if not r["speaker"]]
+    if unnamed:
+        raise StageError(f"{unnamed[0]}: no speaker in the file name ({len(unnamed)} such file(s)), but "
+                         "data.speech.split is 'speakers'; name files '<label>_<speaker>_<take>.<ext>' "
+                         "(e.g. 3_alice_0.wav) or set data.speech.split: official")
+    check_test_speakers(test_speakers, sorted({str(r["speaker"]) for r in rows}))
+    held_out = set(test_speakers)
+    return [dict(r, split="test" if r["speaker"] in held_out else "train") for r in rows]
+
+
+def apply_split(rows: list[dict[str, Any]], split: str, test_speakers: list[str]) -> list[dict[str, Any]]:
+    """The rows under ``data.speech.split``: ``official`` keeps the source's split, ``speakers`` re-splits."""
+    if split == "official":
+        return rows
+    if split == "speakers":
+        return split_by_speakers(rows, test_speakers)
+    raise StageError(f"params.yaml: data.speech.split must be one of {', '.join(SPLIT_RULES)}, got {split!r}")
+
+
+def split_summary(source: str, split: str, test_speakers: list[str], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What ``source.json`` says about the split: the rule, the held-out speakers, speakers per split and
+    in both, and one sentence for the report, all read from the final rows."""
+    speakers = {s: sorted({str(r["speaker"]) for r in rows if r["split"] == s and r["speaker"]}) for s in SPLITS}
+    both = sorted(set(speakers["train"]) & set(speakers["test"]))
+    counts = {s: sum(1 for r in rows if r["split"] == s) for s in SPLITS}
+    if split == "speakers":
+        text = (f"speaker-independent (`data.speech.split: speakers`): every recording of the held-out "
+                f"speaker(s) {', '.join(sorted(test_speakers))} is test ({counts['test']:,}), the other "
+                f"{len(speakers['train'])} speaker(s) train ({counts['train']:,})")
+    elif source == "fsdd":
+        text = "official FSDD split (take index 0-4 of every digit and speaker is test)"
+    elif source == "embedded":
+        text = (f"synthetic voices: {len(speakers['train'])} train and {len(speakers['test'])} test voices "
+                "(`data.speech.embedded`)")
+    else:
+        text = "the train/ and test/ folders of `data.speech.path`"
+    if both and set(both) == set(speakers["train"]) | set(speakers["test"]):
+        text += f"; all {len(both)} speaker(s) are in both train and test"
+    elif both:
+        text += f"; {len(both)} speaker(s) in both train and test ({_examples(both)})"
+    elif speakers["train"] and speakers["test"]:
+        text += "; no speaker in both train and test"
+    return {"split": split, "test_speakers": sorted(test_speakers) if split == "speakers" else [],
+            "speakers": speakers, "speakers_in_both_splits": both, "split_description": text}
+
+
 def collect_embedded(cfg: dict[str, Any], out: Path) -> list[dict[str, Any]]:
     from stages import synth
 
@@ -298,14 +365,17 @@ def collect_embedded(cfg: dict[str, Any], out: Path) -> list[dict[str, Any]]:
                                    noise_snr_db=float(cfg["noise_snr_db"]), seed=seed)
 
 
-def collect_fsdd(cfg: dict[str, Any], out: Path, checksums: Path) -> list[dict[str, Any]]:
+def collect_fsdd(cfg: dict[str, Any], out: Path, checksums: Path, split: str = "official",
+                 test_speakers: list[str] | None = None) -> list[dict[str, Any]]:
+    """The FSDD archive's recordings in ``out`` and their manifest rows, under ``split``."""
     from stages import fsdd
     from stages.download import download
 
     url = cfg.get("url") or fsdd.FSDD_DEFAULT_URL
     with tempfile.TemporaryDirectory(prefix="fsdd-download-") as tmp:
         archive = download(str(url), Path(tmp) / "fsdd.tar.gz", sha256=cfg.get("sha256") or None)
-        return fsdd.prepare_fsdd(archive, out, checksums if checksums.is_file() else None)
+        rows = fsdd.prepare_fsdd(archive, out, checksums if checksums.is_file() else None)
+    return apply_split(rows, split, list(test_speakers or []))
 
 
 def fetch(params: dict[str, Any], out: Path, checksums: Path = FSDD_CHECKSUMS) -> dict[str, Any]:
@@ -316,6 +386,9 @@ def fetch(params: dict[str, Any], out: Path, checksums: Path = FSDD_CHECKSUMS) -
     """
     cfg = get_param(params, "data.speech")
     source = cfg.get("source", "embedded")
+    split_rule = setting(params, "data.speech.split")
+    test_speakers = list(setting(params, "data.speech.test_speakers"))
+    check_split_source(source, split_rule)
     bad = BadFiles(bad_file_mode(params))
     notes = Notes()
     with atomic_dir(out) as tmp:
@@ -323,11 +396,12 @@ def fetch(params: dict[str, Any], out: Path, checksums: Path = FSDD_CHECKSUMS) -
             rows = check_rows(collect_embedded(get_param(params, "data.speech.embedded"), tmp), tmp, bad, notes)
             origin = "espeak-ng synthesis (espeakng-loader)"
         elif source == "fsdd":
-            rows = check_rows(collect_fsdd(cfg, tmp, checksums), tmp, bad, notes)
+            rows = check_rows(collect_fsdd(cfg, tmp, checksums, split_rule, test_speakers), tmp, bad, notes)
             origin = str(cfg.get("url"))
         elif source == "folder":
             root = Path(get_param(params, "data.speech.path"))
-            rows = collect_folder(root, cfg.get("labels", "subfolder"), tmp, bad, notes)
+            rows = apply_split(collect_folder(root, cfg.get("labels", "subfolder"), tmp, bad, notes),
+                               split_rule, test_speakers)
             origin = f"folder {root}"
         else:
             raise StageError(f"params.yaml: data.speech.source must be 'embedded', 'fsdd' or 'folder', got '{source}'")
@@ -346,6 +420,8 @@ def fetch(params: dict[str, Any], out: Path, checksums: Path = FSDD_CHECKSUMS) -
                 "speakers": {s: sorted({r["speaker"] for r in rows if r["split"] == s}) for s in SPLITS},
                 "on_bad_file": bad.mode, "skipped": len(bad.skipped),
                 "duplicates_across_splits": len(duplicates), "silent": len(notes.silent)}
+        summary = split_summary(source, split_rule, test_speakers, rows)
+        info.update({k: v for k, v in summary.items() if k != "speakers"})
         atomic_write_json(tmp / "source.json", info)
     for line in _warning_lines(out, bad, notes, duplicates):
         warn(line)
@@ -382,8 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     info = fetch(load_params(args.params), args.out, args.checksums)
     skipped = f", {info['skipped']} bad file(s) skipped" if info["skipped"] else ""
+    held_out = f", held-out speakers: {', '.join(info['test_speakers'])}" if info["split"] == "speakers" else ""
     print(f"speech: {info['counts']['train']} train / {info['counts']['test']} test recordings "
-          f"from {info['origin']} -> {args.out}{skipped}")
+          f"from {info['origin']} -> {args.out} (split: {info['split']}{held_out}){skipped}")
     return 0
 
 

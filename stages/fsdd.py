@@ -2,9 +2,12 @@
 
 The archive holds ``<top>/recordings/{digit}_{speaker}_{index}.wav`` (3,000
 mono 16-bit 8 kHz WAVs, 6 speakers, index 0..49).  The official split puts
-index 0-4 in test and 5-49 in train.  Recordings are verified one by one
-against a committed sha256sum-style file (``data/checksums/fsdd-1.0.10.sha256``),
-so the check does not depend on how the archive itself was packed.
+index 0-4 in test and 5-49 in train (:func:`fsdd_split`); with
+``data.speech.split: speakers`` the fetch stage re-splits the rows by speaker
+instead (:func:`stages.fetch_speech.split_by_speakers`; v1.0.10's speakers are
+:data:`SPEAKERS`).  Recordings are verified one by one against a committed
+sha256sum-style file (``data/checksums/fsdd-1.0.10.sha256``), so the check
+does not depend on how the archive itself was packed.
 
 Regenerate the checksum file (once, from a trusted archive) with::
 
@@ -28,6 +31,7 @@ FSDD_DEFAULT_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/arch
 FSDD_CHECKSUM_FILE = Path("data/checksums/fsdd-1.0.10.sha256")
 RECORDINGS = "recordings"
 TEST_INDICES = range(0, 5)
+SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")  # v1.0.10, 500 recordings each
 
 _NAME_RE = re.compile(r"([0-9])_([A-Za-z][A-Za-z0-9-]*)_([0-9]+)\.wav")
 _CHECKSUM_LINE_RE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")

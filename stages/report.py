@@ -5,7 +5,8 @@ Reads, for every (dataset, variant, seed) named in ``params.yaml``::
     {eval_dir}/{d}/{v}/seed{s}/metrics.json
     {eval_dir}/{d}/{v}/seed{s}/predictions.csv   (confusion matrices: first seed; paired tests: every seed)
     {train_dir}/{d}/{v}/seed{s}/history.csv
-    {raw_dir}/{d}/source.json                    (skipped input files; absent: 0)
+    {raw_dir}/{d}/source.json                    (skipped input files, train/test split; absent: 0)
+    {eval_dir}/{d}/{v}/seed{s}/attention/        index.json + PNGs of the attention maps (first seed)
 
 and writes into ``out_dir``::
 
@@ -15,7 +16,8 @@ and writes into ``out_dir``::
     metrics.json                     {dataset: {variant: {mean metric: value}}} for `dvc exp show`
     plots/learning_curves_{d}.csv    long format for DVC plots
     plots/timing.csv                 mean train time and p50 latency per dataset x variant
-    figures/*.png                    learning curves, confusion matrices, timing, accuracy
+    figures/*.png                    learning curves, confusion matrices, timing, accuracy, and the
+                                     attention maps copied from evaluate (attention_{d}_{v}_{set}.png)
     report.md                        tables + figures referenced as figures/*.png
     report.html                      the same, self-contained (figures embedded as base64)
 
@@ -55,7 +57,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from stages import stats  # noqa: E402
+from stages import attention_maps, stats  # noqa: E402
 from stages.common import (  # noqa: E402
     StageError,
     atomic_dir,
@@ -550,6 +552,104 @@ def comparisons_table(comparisons: pd.DataFrame, alpha: float = stats.ALPHA) -> 
     return header, rows
 
 
+# --------------------------------------------------------------------------- attention maps (issue #5)
+
+
+@dataclass(frozen=True)
+class AttentionRun:
+    """One run's attention folder (written by evaluate, see :mod:`stages.attention_maps`): its checked
+    index.json and the PNG bytes of its image sets (``fixed``, ``misclassified``)."""
+
+    dataset: str
+    variant: str
+    seed: int
+    index: dict[str, Any]
+    images: dict[str, bytes]
+
+
+def load_attention(eval_dir, datasets: Iterable[str], variants: Iterable[str],
+                   seed: int) -> dict[tuple[str, str], AttentionRun]:
+    """``{(dataset, variant): AttentionRun}`` of one seed (the report's first), every selected pair; a
+    missing or malformed folder is a one-line error."""
+    out = {}
+    for d, v, s in _combos(datasets, variants, [seed]):
+        folder = run_dir(eval_dir, d, v, s) / "attention"
+        index = attention_maps.read_index(folder)
+        for key, want in (("dataset", d), ("variant", v), ("seed", s)):
+            if index[key] != want:
+                raise StageError(f"{folder / attention_maps.INDEX_FILE}: '{key}' is {index[key]!r} "
+                                 f"but the file's location says {want!r}")
+        images = {name: (folder / file).read_bytes() for name, file in sorted(index["images"].items())}
+        out[(d, v)] = AttentionRun(d, v, s, index, images)
+    return out
+
+
+def attention_figure_path(dataset: str, variant: str, set_name: str) -> str:
+    return f"figures/attention_{dataset}_{variant}_{set_name}.png"
+
+
+def attention_images(attention: dict[tuple[str, str], AttentionRun]) -> dict[str, bytes]:
+    """The attention PNGs by their path in the report (copied into figures/)."""
+    return {attention_figure_path(d, v, name): data
+            for (d, v), run in sorted(attention.items()) for name, data in run.images.items()}
+
+
+def attention_section(attention: dict[tuple[str, str], AttentionRun], sel: Selection) -> list[Block]:
+    """"Attention maps": per data set x attention variant (first seed), the maps of the fixed examples and,
+    beside their inputs, of the examples the model got wrong. [] when no run has attention blocks (and no
+    attention variant lacks them)."""
+    if not attention:
+        return []
+    seed = sel.seeds[0]
+    blocks: list[Block] = [Heading(2, "Attention maps"), Para(
+        "What the attention blocks weight, drawn by the evaluate stage from the trained model (seed "
+        f"{seed}) over the input: for the first few test examples of each class (the same examples for "
+        "every variant) and for the first test examples the model got wrong, each row an example (labelled "
+        "true class, or true \u2192 predicted class and confidence), its input, then one overlay per "
+        "attention block (colour map turbo: blue low, red high; no colour where the map does not reach). "
+        "Spectrograms are drawn as log(1 + |STFT|), time across and frequency up. Each map's range in "
+        "its own units is under it; the numbers are in "
+        f"reports/eval/<data set>/<variant>/seed{seed}/attention/index.json.")]
+    missing = []
+    for (d, v), run in sorted(attention.items()):
+        index = run.index
+        if not index["blocks"]:
+            if baseline_of(v) is not None:
+                missing.append(f"{d} / `{v}`")
+            continue
+        blocks.append(Heading(3, f"{d} / {v} (seed {run.seed})"))
+        kinds: dict[str, list[str]] = {}
+        for b in index["blocks"]:
+            kinds.setdefault(str(b.get("kind")), []).append(str(b.get("name")))
+        for kind, names in kinds.items():
+            shows = attention_maps.SHOWS.get(kind, "")
+            listed = ", ".join(f"`{n}`" for n in names)
+            label = attention_maps.KIND_NAMES.get(kind, kind)
+            blocks.append(Para(f"{label} ({listed}): the map is {shows}."))
+        if "fixed" in run.images:
+            k = index.get("examples_per_class", 1)
+            blocks.append(Figure(attention_figure_path(d, v, "fixed"),
+                                 f"{d} / {v}: attention maps of the first "
+                                 f"{f'{k} test examples' if k != 1 else 'test example'} of each class"))
+        total, shown = int(index["misclassified_total"]), len(index["misclassified"])
+        if total == 0:
+            blocks.append(Para(f"`{v}` got every {d} test example right: no misclassified example to show."))
+        elif "misclassified" in run.images:
+            blocks.append(Figure(attention_figure_path(d, v, "misclassified"),
+                                 f"{d} / {v}: the examples the model got wrong (the first {shown} of {total} in "
+                                 "test order), each beside its attention maps"))
+        else:
+            blocks.append(Para(f"`{v}` got {total} {d} test example{'s' if total != 1 else ''} wrong; none drawn "
+                               "(evaluate.attention_max_misclassified is 0)."))
+    if missing:
+        blocks.append(Para("Warning: no attention block was found in the model of " + _and(missing)
+                           + ", so no map is shown for it (stages/attention_maps.py recognises the blocks of "
+                           "stages/models/blocks.py)."))
+    if len(blocks) == 2 and not missing:
+        return []  # only variants without attention
+    return blocks
+
+
 # --------------------------------------------------------------------------- summaries
 
 
@@ -801,10 +901,11 @@ def figure_paths(sel: Selection) -> FigureSet:
 def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[dict[str, Any]],
                  sel: Selection, figures: FigureSet, inputs: dict[str, InputInfo] | None = None,
                  comparisons: pd.DataFrame | None = None, alpha: float = stats.ALPHA,
-                 n_boot: int = N_BOOT) -> list[Block]:
+                 n_boot: int = N_BOOT, attention: dict[tuple[str, str], AttentionRun] | None = None) -> list[Block]:
     """The report as a list of blocks, rendered to Markdown and HTML alike.
 
     ``comparisons``: :func:`compare_variants`'s table; without it the report has no paired tests.
+    ``attention``: :func:`load_attention`'s runs; without it the report has no attention maps.
     """
     inputs = inputs or {}
     comparisons = comparisons if comparisons is not None else pd.DataFrame(columns=COMPARISON_COLUMNS)
@@ -903,6 +1004,8 @@ def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[di
         blocks.append(_table(per_class_table(per_class, records, d, variants),
                              f"{d}: per-class precision and recall (mean over seeds)"))
 
+    blocks += attention_section(attention or {}, sel)
+
     blocks.append(Heading(2, "Across data sets"))
     blocks.append(Figure(figures.accuracy, "Test accuracy per variant: each dot is one seed, the horizontal line is the mean"))
     blocks.append(Figure(figures.timing, "Mean training time and single-example p50 latency per data set and variant"))
@@ -921,6 +1024,7 @@ class InputInfo:
     skipped: int = 0                 # bad input files left out (data.on_bad_file: skip)
     duplicates_across_splits: int = 0
     skipped_csv: str = ""            # where the skipped files are listed
+    split: str = ""                  # how train and test were split (source.json split_description)
 
 
 def load_input_info(raw_dir: Union[str, Path], datasets: Iterable[str]) -> dict[str, InputInfo]:
@@ -940,15 +1044,16 @@ def load_input_info(raw_dir: Union[str, Path], datasets: Iterable[str]) -> dict[
             raise StageError(f"{path}: expected a JSON object; rerun the fetch stage (dvc repro)")
         skipped = _as_int(raw.get("skipped", 0), path, "skipped")
         dups = _as_int(raw.get("duplicates_across_splits", 0), path, "duplicates_across_splits")
-        out[d] = InputInfo(skipped, dups, (folder / "skipped.csv").as_posix())
+        out[d] = InputInfo(skipped, dups, (folder / "skipped.csv").as_posix(), str(raw.get("split_description", "")))
     return out
 
 
 def input_lines(info: InputInfo | None) -> list[str]:
     """Report sentences about one data set's input files."""
     info = info or InputInfo()
-    lines = [f"Skipped input files: {info.skipped}"
-             + (f" (see {info.skipped_csv})." if info.skipped and info.skipped_csv else ".")]
+    lines = [f"Train/test split: {info.split}."] if info.split else []
+    lines.append(f"Skipped input files: {info.skipped}"
+                 + (f" (see {info.skipped_csv})." if info.skipped and info.skipped_csv else "."))
     if info.duplicates_across_splits:
         lines.append(f"Warning: {info.duplicates_across_splits} test recording(s) are byte-identical to train "
                      "recordings, so the test accuracy may be optimistic.")
@@ -1181,12 +1286,15 @@ def main(argv: list[str] | None = None) -> int:
     predictions = {(d, v): load_predictions(args.eval_dir, d, v, sel.seeds[0])
                    for d, v, _ in _combos(sel.datasets, sel.variants, sel.seeds[:1])}
     inputs = load_input_info(args.raw_dir, sel.datasets)
+    attention = load_attention(args.eval_dir, sel.datasets, sel.variants, sel.seeds[0])
     comparisons = compare_variants(args.eval_dir, sel, args.n_boot, args.bootstrap_seed,
                                    {(d, v, sel.seeds[0]): p for (d, v), p in predictions.items()})
 
     figs = figure_paths(sel)
     images = make_figures(df, histories, predictions, records, sel, figs)
-    blocks = build_report(df, per_class, records, sel, figs, inputs, comparisons, args.alpha, args.n_boot)
+    images.update(attention_images(attention))
+    blocks = build_report(df, per_class, records, sel, figs, inputs, comparisons, args.alpha, args.n_boot,
+                          attention)
     markdown = render_markdown(blocks)
     page = render_html(blocks, images)
 

@@ -65,7 +65,8 @@ EXACT_ERRORS = [
     ("unknown-nested-key", "features.speech.frame_lenght", 320,
      "params.yaml: unknown key 'features.speech.frame_lenght' (did you mean 'features.speech.frame_length'?)"),
     ("unknown-key-no-hint", "evaluate.zzz", 1,
-     "params.yaml: unknown key 'evaluate.zzz'; keys here: batch_size, latency_repeats, latency_warmup"),
+     "params.yaml: unknown key 'evaluate.zzz'; keys here: batch_size, latency_repeats, latency_warmup, "
+     "attention_examples_per_class, attention_max_misclassified"),
     ("unknown-model-section", "models.cnn_atention", {},
      "params.yaml: unknown key 'models.cnn_atention' (did you mean 'models.cnn_attention'?)"),
     ("unknown-idx-file", "data.mnist.sha256", {"train-images.gz": "0" * 64},
@@ -79,6 +80,8 @@ EXACT_ERRORS = [
     ("int-as-text", "train.epochs", "ten", "params.yaml: train.epochs must be an integer >= 1, got 'ten'"),
     ("int-as-float", "train.epochs", 2.5, "params.yaml: train.epochs must be an integer >= 1, got 2.5"),
     ("int-as-bool", "evaluate.batch_size", True, "params.yaml: evaluate.batch_size must be an integer >= 1, got True"),
+    ("negative-attention-examples", "evaluate.attention_max_misclassified", -1,
+     "params.yaml: evaluate.attention_max_misclassified must be >= 0, got -1"),
     ("quoted-int", "train.epochs", "15",
      "params.yaml: train.epochs must be an integer >= 1, got '15' (a quoted number is text; remove the quotes)"),
     ("float-as-text", "train.validation_fraction", "a tenth",

@@ -69,12 +69,23 @@ def write_run(eval_dir: Path, train_dir: Path, d: str, v: str, s: int, seed_dir:
     lines = ["index,actual,predicted,confidence"]
     lines += [f"{i},{a},{p},0.{90 - i}" for i, (a, p) in enumerate(PREDICTIONS)]
     (e / "predictions.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_attention_index(e / "attention", d, v, seed)
     t = train_dir / d / v / f"seed{seed}"
     t.mkdir(parents=True, exist_ok=True)
     hist = ["epoch,loss,accuracy,val_loss,val_accuracy"]
     hist += [f"{ep},{1.0 / ep:.4f},{0.5 + ep / 10 + s / 100:.4f},{1.2 / ep:.4f},{0.45 + ep / 10:.4f}"
              for ep in range(1, RUNS[(d, v, s)][4] + 1)]
     (t / "history.csv").write_text("\n".join(hist) + "\n", encoding="utf-8")
+
+
+def write_attention_index(folder: Path, d: str, v: str, s: int, blocks=(), images=None, fixed=(), wrong=(),
+                          wrong_total: int = 1) -> None:
+    """An attention folder as evaluate writes it (default: a model without attention blocks)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {"dataset": d, "variant": v, "seed": s, "display": "image", "input_shape": [28, 28, 1],
+             "examples_per_class": 1, "max_misclassified": 8, "misclassified_total": wrong_total,
+             "blocks": list(blocks), "fixed": list(fixed), "misclassified": list(wrong), "images": images or {}}
+    (folder / "index.json").write_text(json.dumps(index), encoding="utf-8")
 
 
 def write_params(path: Path, datasets, variants, seeds) -> None:
@@ -413,6 +424,7 @@ def write_paired_tree(root: Path, datasets=("speech",), variants=PAIRED_VARIANTS
                 if v == "cnn_attention":
                     rows.reverse()
                 (e / "predictions.csv").write_text("\n".join(["index,actual,predicted,confidence", *rows]) + "\n")
+                write_attention_index(e / "attention", d, v, s)
                 t = train_dir / d / v / f"seed{s}"
                 t.mkdir(parents=True, exist_ok=True)
                 (t / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy\n1,1.0,0.5,1.1,0.4\n"
@@ -515,3 +527,84 @@ def test_cli_bootstrap_options(tmp_path):
     assert "200 resamples" in md and "p < 0.01" in md
     # 1 seed: 40 pairs, b=2, c=8: p = 0.109 > 0.01
     assert "McNemar p = 0.11: no significant difference at \u03b1 = 0.01" in md
+
+
+# ----------------------------------------------------------------------------- attention maps
+
+
+def tiny_png(shade: float) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(0.5, 0.5))
+    fig.patch.set_facecolor((shade, shade, shade))
+    return report.figure_png(fig)
+
+
+ATTENTION_BLOCK = {"name": "attention", "kind": "spatial", "layer": "attention_map", "map_shape": [26, 26],
+                   "units": "gate", "shows": "the sigmoid gate"}
+
+
+def write_attention_tree(root: Path) -> dict[str, Path]:
+    """The standard tree, with maps for cnn_attention at the report's first seed: mnist with 2 of 3 misclassified
+    examples drawn, speech with every test example right (no misclassified image)."""
+    paths = write_tree(root)
+    s = SEEDS[0]
+    entry = {"index": 3, "actual": "1", "predicted": "2", "confidence": 0.6, "maps": {}}
+    for d, wrong_total in (("mnist", 3), ("speech", 0)):
+        folder = paths["eval"] / d / "cnn_attention" / f"seed{s}" / "attention"
+        images = {"fixed": "fixed.png"} | ({"misclassified": "misclassified.png"} if wrong_total else {})
+        for i, (name, file) in enumerate(sorted(images.items())):
+            (folder / file).parent.mkdir(parents=True, exist_ok=True)
+            (folder / file).write_bytes(tiny_png(0.2 + 0.3 * i + (0.1 if d == "speech" else 0)))
+        write_attention_index(folder, d, "cnn_attention", s, blocks=[ATTENTION_BLOCK], images=images,
+                              fixed=[entry] * 3, wrong=[entry] * 2 if wrong_total else [], wrong_total=wrong_total)
+    return paths
+
+
+def test_attention_maps_beside_the_misclassified_examples(tmp_path):
+    paths = write_attention_tree(tmp_path)
+    assert report.main(argv_for(paths)) == 0
+    out, s = paths["out"], SEEDS[0]
+    for d, names in (("mnist", ("fixed", "misclassified")), ("speech", ("fixed",))):
+        for name in names:
+            copied = out / "figures" / f"attention_{d}_cnn_attention_{name}.png"
+            source = paths["eval"] / d / "cnn_attention" / f"seed{s}" / "attention" / f"{name}.png"
+            assert copied.read_bytes() == source.read_bytes()
+    assert not (out / "figures" / "attention_speech_cnn_attention_misclassified.png").exists()
+    assert not any("_cnn_fixed" in p.name for p in (out / "figures").iterdir())  # cnn has no attention
+
+    md = (out / "report.md").read_text(encoding="utf-8")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert md.index("## Attention maps") < md.index("## Across data sets")
+    assert f"### mnist / cnn_attention (seed {s})" in md and f"### speech / cnn_attention (seed {s})" in md
+    assert "### mnist / cnn (seed" not in md
+    assert ("![mnist / cnn_attention: the examples the model got wrong (the first 2 of 3 in test order), each beside "
+            "its attention maps](figures/attention_mnist_cnn_attention_misclassified.png)") in md
+    assert "(figures/attention_speech_cnn_attention_fixed.png)" in md
+    assert "`cnn_attention` got every speech test example right" in md
+    assert "Spatial attention (`attention`): the map is the sigmoid gate the block multiplies" in md
+    assert page.count("data:image/png;base64,") == 8 + 3 and 'src="figures/' not in page
+    assert "<h2>Attention maps</h2>" in page and "no attention block was found" not in page
+
+
+def test_attention_variant_without_blocks_is_flagged(built):
+    md = (built["out"] / "report.md").read_text(encoding="utf-8")
+    assert "## Attention maps" in md
+    assert "no attention block was found in the model of mnist / `cnn_attention` and speech / `cnn_attention`" in md
+
+
+def test_attention_folder_problems_are_one_line_errors(tmp_path):
+    paths = write_attention_tree(tmp_path)
+    folder = paths["eval"] / "mnist" / "cnn_attention" / f"seed{SEEDS[0]}" / "attention"
+    index = json.loads((folder / "index.json").read_text())
+    (folder / "index.json").write_text(json.dumps(dict(index, variant="cnn")))
+    with pytest.raises(StageError, match="'variant' is 'cnn' but the file's location says 'cnn_attention'"):
+        report.main(argv_for(paths))
+    (folder / "index.json").write_text(json.dumps(index))
+    (folder / "misclassified.png").unlink()
+    with pytest.raises(StageError, match="misclassified.png: listed in .* but missing"):
+        report.main(argv_for(paths))
+    (folder / "index.json").unlink()
+    with pytest.raises(StageError, match=re.escape(str(folder / "index.json")) + ": not found.*dvc repro"):
+        report.main(argv_for(paths))
+    assert not (paths["out"] / "report.html").exists()  # nothing written on failure
