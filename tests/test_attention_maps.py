@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +11,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from stages import attention_maps as am  # noqa: E402
-from stages.common import StageError  # noqa: E402
+from stages import attention_maps as am
+from stages.common import StageError
 
 SHAPE = (12, 12, 1)
 CLASSES = ["0", "1", "2", "3"]

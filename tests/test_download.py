@@ -5,7 +5,6 @@ import hashlib
 import io
 import os
 import socket
-import sys
 import tarfile
 import threading
 import time
@@ -17,11 +16,9 @@ import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from stages.common import StageError  # noqa: E402
-from stages.download import download, safe_extract_tar  # noqa: E402
+from stages.common import StageError
+from stages.download import download, safe_extract_tar
 
 BODY = os.urandom(150_000)
 BODY_SHA = hashlib.sha256(BODY).hexdigest()

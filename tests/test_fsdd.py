@@ -16,12 +16,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from stages.common import StageError  # noqa: E402
-from stages.download import download  # noqa: E402
-from stages.fsdd import (  # noqa: E402
+from stages.common import StageError
+from stages.download import download
+from stages.fsdd import (
     FSDD_DEFAULT_URL,
     MANIFEST_KEYS,
     fsdd_split,

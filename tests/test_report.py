@@ -13,11 +13,9 @@ import yaml
 
 # Make `stages` importable when pytest is run as `.venv/bin/pytest` from the project root.
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from stages import report  # noqa: E402
-from stages.common import StageError, run_main  # noqa: E402
+from stages import report
+from stages.common import StageError, run_main
 
 DATASETS = ["speech", "mnist"]  # deliberately unsorted: outputs must come out sorted
 VARIANTS = ["cnn_attention", "cnn"]

@@ -18,11 +18,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from stages import fetch_speech, fsdd, params_check, report  # noqa: E402
-from stages.common import StageError  # noqa: E402
+from stages import fetch_speech, fsdd, params_check, report
+from stages.common import StageError
 
 REAL_ARCHIVE = ROOT.parent / "shared/data/fsdd/free-spoken-digit-dataset-1.0.10.tar.gz"
 CHECKSUMS = ROOT / "data/checksums/fsdd-1.0.10.sha256"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import re
-import sys
 import wave
 from pathlib import Path
 
@@ -11,12 +10,10 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from stages import synth  # noqa: E402
-from stages.common import StageError, sha256_file  # noqa: E402
-from stages.synth import (  # noqa: E402
+from stages import synth
+from stages.common import StageError, sha256_file
+from stages.synth import (
     DIGIT_WORDS,
     Synthesizer,
     Voice,
