@@ -396,6 +396,12 @@ MODEL_SETTINGS: dict[str, Spec] = {
     "max_tokens": Int(ge=1),
     "blocks_per_stage": Int(ge=1),
     "stem_strides": Int(ge=1),
+    # resnet family: in-model feature frontend and train-time augmentation (stages/models/blocks.py)
+    "frontend": Enum("linear", "logmel"),
+    "mel_bins": Int(ge=1),
+    "sample_rate_hz": Int(ge=1),
+    "time_pool": Int(ge=1),
+    "augment": Enum("none", "digits", "specaugment", "auto"),
 }
 
 _NO_DEFAULT = object()   # a builder parameter without a default: required in models.<variant>

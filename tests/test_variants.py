@@ -159,3 +159,262 @@ def test_resnet_attention_in_every_residual_block():
     norms = [layer for layer in build_model("resnet", (28, 28, 1), 10).layers
              if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 1 + 6 * 2 + 2  # stem, two per block, the two projection shortcuts
+
+
+# --------------------------------------------------------------------------- resnet family: frontend and augmentation
+
+RESNETS = ["resnet", "resnet_se", "resnet_cbam"]
+SPEECH = (391, 257, 1)
+SMALL_SPECTROGRAM = (40, 33, 1)   # a spectrogram to the frontend with mel_bins 16 (33 > 16 columns)
+FRONTEND_PARAMS = 257 * 64 + 4 * 64  # frozen filterbank + BatchNorm over the 64 mel bins (gamma, beta, mean, var)
+LOGMEL = {"frontend": "logmel", "mel_bins": 64, "time_pool": 2}
+
+
+@pytest.mark.parametrize("variant", RESNETS)
+def test_logmel_frontend_parameter_counts(variant):
+    """The frontend adds the frozen filterbank and one BatchNorm; augmentation adds nothing; MNIST is unchanged."""
+    base = EXPECTED_PARAMS[(variant, SPEECH)]
+    speech = build_model(variant, SPEECH, 10, LOGMEL)
+    assert speech.count_params() == base + FRONTEND_PARAMS  # 192,794 / 195,734 / 196,328
+    frozen = sum(int(np.prod(w.shape)) for w in speech.non_trainable_weights)
+    base_frozen = sum(int(np.prod(w.shape)) for w in build_model(variant, SPEECH, 10).non_trainable_weights)
+    assert frozen == base_frozen + 257 * 64 + 2 * 64  # the filterbank and the BatchNorm moving statistics
+    assert build_model(variant, SPEECH, 10, {**LOGMEL, "augment": "auto"}).count_params() == base + FRONTEND_PARAMS
+    digits = build_model(variant, (28, 28, 1), 10, {**LOGMEL, "augment": "auto"})
+    assert digits.count_params() == EXPECTED_PARAMS[(variant, (28, 28, 1))]
+
+
+@pytest.mark.parametrize("time_pool,mel_bins", [(1, 64), (2, 64), (4, 40), (3, 32)])
+def test_logmel_frontend_shapes(time_pool, mel_bins):
+    """(B, 391, 257, 1) -> (B, ceil(391 / time_pool), mel_bins, 1) before the stem; the rest of the ResNet follows."""
+    model = build_model("resnet", SPEECH, 10, {"frontend": "logmel", "mel_bins": mel_bins, "time_pool": time_pool})
+    frames = math.ceil(391 / time_pool)
+    assert model.get_layer("frontend_mel").output.shape == (None, 391, mel_bins)
+    assert model.get_layer("frontend_norm").output.shape == (None, frames, mel_bins, 1)
+    assert model.get_layer("stem_conv").output.shape == (None, math.ceil(frames / 2), math.ceil(mel_bins / 2), 16)
+    assert ("frontend_pool" in [layer.name for layer in model.layers]) == (time_pool > 1)
+    assert model.get_layer("frontend_norm").get_config()["axis"] in (2, [2])  # one mean and variance per mel bin
+    assert model.output_shape == (None, 10)
+
+
+def test_linear_frontend_is_the_default_and_images_pass_unchanged():
+    from stages.models.blocks import is_spectrogram
+
+    default = [layer.name for layer in build_model("resnet", SPEECH, 10).layers]
+    assert default == [layer.name for layer in build_model("resnet", SPEECH, 10, {"frontend": "linear"}).layers]
+    assert not any(n.startswith(("frontend_", "augment_", "specaugment_")) for n in default)
+    assert is_spectrogram(SPEECH, 64) and not is_spectrogram((28, 28, 1), 64)
+    digits = [layer.name for layer in build_model("resnet", (28, 28, 1), 10, {"frontend": "logmel"}).layers]
+    assert digits == [layer.name for layer in build_model("resnet", (28, 28, 1), 10).layers]
+
+
+def test_the_mel_filterbank_is_frozen_and_a_weight():
+    import tensorflow as tf
+
+    from stages.models.blocks import mel_matrix
+
+    model = build_model("resnet", SPEECH, 10, LOGMEL)
+    mel = model.get_layer("frontend_mel")
+    assert not mel.trainable and mel.trainable_weights == [] and not mel.get_config()["use_bias"]
+    kernel = mel.get_weights()[0]
+    expected = tf.signal.linear_to_mel_weight_matrix(64, 257, 8000.0, 20.0, 4000.0).numpy()
+    np.testing.assert_array_equal(kernel, expected)
+    np.testing.assert_array_equal(kernel, mel_matrix(257, 64, 8000))
+    assert kernel.shape == (257, 64) and (kernel >= 0).all() and (kernel.sum(axis=0) > 0).all()  # no empty filter
+    assert not any(w is mel.kernel for w in model.trainable_weights)
+    # another sample rate is another filterbank
+    other = build_model("resnet", SPEECH, 10, {**LOGMEL, "sample_rate_hz": 16000}).get_layer("frontend_mel")
+    assert not np.array_equal(other.get_weights()[0], kernel)
+
+
+def test_a_training_step_leaves_the_filterbank_alone():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build_model("resnet_se", SMALL_SPECTROGRAM, 10, {"frontend": "logmel", "mel_bins": 16, "time_pool": 2,
+                                                            "augment": "auto"})
+    x, y = _random_batch(SMALL_SPECTROGRAM)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
+    before = model.get_layer("frontend_mel").get_weights()[0].copy()
+    stem = model.get_layer("stem_conv").get_weights()[0].copy()
+    assert np.isfinite(model.train_on_batch(x, y))
+    np.testing.assert_array_equal(model.get_layer("frontend_mel").get_weights()[0], before)
+    assert not np.array_equal(model.get_layer("stem_conv").get_weights()[0], stem)
+
+
+LOAD_WITHOUT_PROJECT = """
+import sys
+import numpy as np
+import keras
+model = keras.models.load_model(sys.argv[1], safe_mode=True, compile=False)
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+np.save(sys.argv[4], model.get_layer("frontend_mel").get_weights()[0])
+assert not [m for m in sys.modules if m == "stages" or m.startswith("stages.")], "stages was imported"
+"""
+
+
+@pytest.mark.parametrize("variant", RESNETS)
+def test_logmel_model_round_trips_through_safe_mode_without_the_project(variant, tmp_path):
+    """Saved as the train stage saves (clone_model + set_weights), loaded in a fresh Python that never imports
+    ``stages``: same filterbank, identical predictions (log1p is a keras.ops node, the masks built-in layers)."""
+    import subprocess
+    import sys
+
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build_model(variant, SMALL_SPECTROGRAM, 10, {"frontend": "logmel", "mel_bins": 16, "time_pool": 2,
+                                                         "augment": "auto"})
+    x, y = _random_batch(SMALL_SPECTROGRAM, n=8)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.train_on_batch(x * 5, y)  # moving statistics away from their initial values
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    clone.save(tmp_path / "model.keras")
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_PROJECT, str(tmp_path / "model.keras"),
+                           str(tmp_path / "x.npy"), str(tmp_path / "p.npy"), str(tmp_path / "mel.npy")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "mel.npy"), model.get_layer("frontend_mel").get_weights()[0])
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("shape,settings,marker", [
+    ((28, 28, 1), {"augment": "digits"}, "augment_rotate"),
+    ((28, 28, 1), {"augment": "auto"}, "augment_rotate"),
+    (SMALL_SPECTROGRAM, {"augment": "specaugment", "mel_bins": 16}, "specaugment_freq"),
+    (SMALL_SPECTROGRAM, {"augment": "auto", "frontend": "logmel", "mel_bins": 16}, "specaugment_freq"),
+])
+def test_augmentation_acts_in_training_only(shape, settings, marker):
+    """Same weights with and without augmentation: identical at inference (predict, training=False), different in
+    training (a new random transform per call)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    plain = build_model("resnet", shape, 10, {k: v for k, v in settings.items() if k != "augment"})
+    augmented = build_model("resnet", shape, 10, settings)
+    assert marker in [layer.name for layer in augmented.layers]
+    augmented.set_weights(plain.get_weights())  # augmentation has no weights of its own
+    x, _ = _random_batch(shape, n=4)
+    x = x + np.pad(np.ones((4, 4, 4, 1), np.float32), ((0, 0), (12, shape[0] - 16), (12, shape[1] - 16), (0, 0)))
+    np.testing.assert_array_equal(augmented.predict(x, verbose=0), plain.predict(x, verbose=0))
+    np.testing.assert_array_equal(augmented(x, training=False).numpy(), plain(x, training=False).numpy())
+    assert not np.allclose(augmented(x, training=True).numpy(), plain(x, training=True).numpy())
+
+
+def test_each_augmentation_only_touches_its_own_kind_of_input():
+    def names(shape, **settings):
+        return {layer.name for layer in build_model("resnet", shape, 10, settings).layers}
+
+    assert not any(n.startswith("augment_") for n in names(SPEECH, augment="digits"))        # no rotated spectrograms
+    assert not any(n.startswith("specaugment_") for n in names((28, 28, 1), augment="specaugment"))  # no masked digits
+    assert {"augment_shift", "augment_rotate"} <= names((28, 28, 1), augment="digits")
+    speech = names(SPEECH, augment="auto", frontend="logmel")
+    assert {"specaugment_time", "specaugment_freq"} <= speech and not any(n.startswith("augment_") for n in speech)
+
+
+def test_specaugment_masks_are_contiguous_bands_of_the_set_widths():
+    import keras
+
+    from stages.models.blocks import FREQ_MASK, TIME_MASK, spec_augment
+
+    keras.utils.set_random_seed(1)
+    frames, bins, n = 200, 64, 64
+    inputs = keras.Input((frames, bins, 1))
+    model = keras.Model(inputs, spec_augment(inputs))
+    ones = np.ones((n, frames, bins, 1), np.float32)
+    np.testing.assert_array_equal(model(ones, training=False).numpy(), ones)
+    np.testing.assert_array_equal(model.predict(ones, verbose=0), ones)
+    out = model(ones, training=True).numpy()[..., 0]
+    assert set(np.unique(out)) <= {0.0, 1.0}
+    widths = {"time": [], "freq": []}
+    for example in out:
+        time_masked = np.flatnonzero((example == 0).all(axis=1))
+        freq_masked = np.flatnonzero((example == 0).all(axis=0))
+        for axis, masked in (("time", time_masked), ("freq", freq_masked)):
+            if len(masked):
+                assert (np.diff(masked) == 1).all(), (axis, masked)  # one contiguous band
+            widths[axis].append(len(masked))
+        # everything zero lies in one of the two bands
+        zero = example == 0
+        zero[time_masked, :] = False
+        zero[:, freq_masked] = False
+        assert not zero.any()
+    for axis, fraction, length in (("time", TIME_MASK, frames), ("freq", FREQ_MASK, bins)):
+        w = np.array(widths[axis])
+        full = round(fraction * length)
+        assert w.max() <= full + 1 and np.median(w) >= full / 2 - 1, (axis, w)  # n/2..n, less where cut by an edge
+        assert len(set(w.tolist())) > 1
+    starts = {int(np.flatnonzero((e == 0).all(axis=1))[0]) for e in out if (e == 0).all(axis=1).any()}
+    assert len(starts) > n // 4  # a new place per example
+
+
+@pytest.mark.parametrize("variant", RESNETS)
+def test_forward_and_training_step_with_frontend_and_augmentation(variant):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build_model(variant, SMALL_SPECTROGRAM, 10, {"frontend": "logmel", "mel_bins": 16, "time_pool": 4,
+                                                         "augment": "auto"})
+    x, y = _random_batch(SMALL_SPECTROGRAM)
+    probs = model.predict(x, verbose=0)
+    assert probs.shape == (4, 10) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.001), loss="categorical_crossentropy")
+    assert np.isfinite(model.train_on_batch(x, y))
+
+
+def test_builder_refuses_unknown_frontend_and_augment():
+    with pytest.raises(ValueError, match="frontend must be one of linear, logmel"):
+        build_model("resnet", SPEECH, 10, {"frontend": "mel"})
+    with pytest.raises(ValueError, match="augment must be one of none, digits, specaugment, auto"):
+        build_model("resnet_se", SPEECH, 10, {"augment": "mixup"})
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("frontend", "mel", "models.{v}.frontend must be one of linear, logmel, got 'mel' (did you mean 'logmel'?)"),
+    ("frontend", 1, "models.{v}.frontend must be one of linear, logmel, got 1"),
+    ("augment", "spec", "models.{v}.augment must be one of none, digits, specaugment, auto, got 'spec'"),
+    ("augment", True, "models.{v}.augment must be one of none, digits, specaugment, auto, got True"),
+    ("mel_bins", 0, "models.{v}.mel_bins must be >= 1, got 0"),
+    ("mel_bins", 6.4, "models.{v}.mel_bins must be an integer >= 1, got 6.4"),
+    ("time_pool", 0, "models.{v}.time_pool must be >= 1, got 0"),
+    ("time_pool", "2", "models.{v}.time_pool must be an integer >= 1, got '2' (a quoted number is text; remove the "
+                       "quotes)"),
+    ("sample_rate_hz", -8000, "models.{v}.sample_rate_hz must be >= 1, got -8000"),
+])
+@pytest.mark.parametrize("variant", RESNETS)
+def test_each_new_setting_is_validated_in_one_line(variant, key, value, expected):
+    import copy
+    from pathlib import Path
+
+    import yaml
+
+    from stages.common import StageError
+    from stages.params_check import validate
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))
+    validate(copy.deepcopy(params))
+    for name, default in (("frontend", "linear"), ("mel_bins", 64), ("sample_rate_hz", 8000), ("time_pool", 1),
+                          ("augment", "none")):
+        assert params["models"][variant][name] == default  # the defaults keep the documented behaviour
+    params["models"][variant][key] = value
+    with pytest.raises(StageError) as info:
+        validate(params)
+    message = str(info.value)
+    assert "\n" not in message and message == "params.yaml: " + expected.format(v=variant)
+
+
+@pytest.mark.parametrize("settings", [{"frontend": "logmel", "mel_bins": 40, "time_pool": 4, "augment": "auto"},
+                                      {"augment": "digits"}, {"augment": "specaugment", "sample_rate_hz": 16000}])
+def test_valid_frontend_settings_pass_validation(settings):
+    from pathlib import Path
+
+    import yaml
+
+    from stages.params_check import validate
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))
+    for variant in RESNETS:
+        params["models"][variant].update(settings)
+    validate(params)

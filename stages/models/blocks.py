@@ -138,10 +138,17 @@ def pooled_self_attention(x, heads: int = 4, key_dim: int = 8, max_tokens: int =
 # --------------------------------------------------------------------------- a small ResNet (issue #5)
 
 
+# BatchNorm's moving statistics: new = 0.9 * old + 0.1 * batch (PyTorch's default), not Keras' 0.99. The data sets
+# here are small (MNIST embedded: 29 steps of 128 per epoch): with 0.99 the moving variance still held 7 % of its
+# initial 1.0 after 9 epochs while the stem's true variance was 0.01, so inference used 8x too large variances and
+# the model predicted one class (validation 10 %, training 100 %). 0.9 forgets the start within 1-2 epochs.
+BN_MOMENTUM = 0.9
+
+
 def conv_bn(x, filters: int, kernel_size: int, strides: int = 1, *, relu: bool = True, name: str):
     """Conv2D(same, no bias) -> BatchNormalization [-> ReLU]: (B, H, W, C) -> (B, ceil(H/s), ceil(W/s), filters)."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
@@ -164,7 +171,8 @@ def residual_block(x, filters: int, strides: int = 1, attention=None, name: str 
 
 
 def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage: int = 2, stem_strides: int = 2,
-           dropout: float = 0.0, attention=None, name: str = "resnet"):
+           dropout: float = 0.0, attention=None, frontend: str = "linear", mel_bins: int = 64,
+           sample_rate_hz: int = 8000, time_pool: int = 1, augment: str = "none", name: str = "resnet"):
     """A small ResNet: stem, 3 residual stages, global average pooling, dense softmax.
 
     (B, H, W, 1) -> stem conv_bn(3x3, ``stem_strides``) -> (B, H/s, W/s, filters)
@@ -176,9 +184,35 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
     residual block (e.g. ``functools.partial(squeeze_excite, ratio=8)``). The parameter count does not
     depend on the input size (176,090 for the defaults and 10 classes, BatchNorm moving statistics
     included); a 391 x 257 input is 196 x 129 after the stem and 49 x 33 in the last stage.
+
+    In front of the stem, on the input (all built-in layers and keras.ops, inactive where they say so):
+
+    - ``frontend``: ``"linear"`` (default: the input as it is) or ``"logmel"``: :func:`logmel_frontend` with
+      ``mel_bins``, ``sample_rate_hz`` and ``time_pool`` on a spectrogram input (one with more than
+      ``mel_bins`` frequency columns, :func:`is_spectrogram`; an image such as MNIST's 28 x 28 passes
+      unchanged). (B, 391, 257, 1) -> (B, ceil(391 / time_pool), mel_bins, 1): with 64 mel bins and
+      ``time_pool`` 2 the stem sees 196 x 64 instead of 391 x 257, and the residual stages about 8 times
+      fewer positions. Adds ``W*mel_bins`` frozen filterbank weights + ``4*mel_bins`` BatchNorm ones.
+    - ``augment``: ``"none"``; ``"digits"``: :func:`digit_augmentation` on image inputs; ``"specaugment"``:
+      :func:`spec_augment` on spectrogram inputs (after the frontend); ``"auto"``: each on its own kind of
+      input, so one ``models.<variant>`` section serves MNIST and speech. A spectrogram is never rotated and
+      a digit never masked. Active in training only (``fit``, or a call with ``training=True``); ``predict``,
+      ``evaluate`` and ``model(x, training=False)`` see the input unchanged. Adds no parameters.
     """
+    if frontend not in FRONTENDS:
+        raise ValueError(f"frontend must be one of {', '.join(FRONTENDS)}, got {frontend!r}")
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     inputs = keras.Input(shape=input_shape, name="input")
-    x = conv_bn(inputs, filters, 3, stem_strides, name="stem")
+    x = inputs
+    spectrogram = is_spectrogram(input_shape, mel_bins)
+    if augment in ("digits", "auto") and not spectrogram:
+        x = digit_augmentation(x)
+    if frontend == "logmel" and spectrogram:
+        x = logmel_frontend(x, mel_bins=mel_bins, sample_rate_hz=sample_rate_hz, time_pool=time_pool)
+    if augment in ("specaugment", "auto") and spectrogram:
+        x = spec_augment(x)
+    x = conv_bn(x, filters, 3, stem_strides, name="stem")
     for stage in range(3):
         width = filters * 2 ** stage
         for block in range(blocks_per_stage):
@@ -189,3 +223,138 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
         x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+# --------------------------------------------------------------------------- feature frontend and augmentation
+# In the model, so featurize and the stored TFRecords stay as they are; built-in layers and keras.ops only, so the
+# saved model.keras loads with safe_mode=True without this module. The frozen mel filterbank is a weight of the
+# model file, not code.
+
+FRONTENDS = ("linear", "logmel")
+AUGMENTS = ("none", "digits", "specaugment", "auto")
+MEL_LOWER_EDGE_HZ = 20.0        # the filterbank spans 20 Hz .. sample_rate_hz / 2
+DIGIT_SHIFT = 0.1               # digits: up to +-10 % of the height / width (+-2.8 pixels on 28 x 28)
+DIGIT_ROTATION = 10.0 / 360.0   # digits: up to +-10 degrees (a fraction of a full turn, as RandomRotation takes it)
+TIME_MASK = 0.10                # specaugment: one time mask of 5-10 % of the frames ...
+FREQ_MASK = 0.15                # ... and one frequency mask of 7.5-15 % of the bins, per example
+
+
+def is_spectrogram(input_shape, mel_bins: int = 64) -> bool:
+    """True for an input (frames, bins, 1) with more than ``mel_bins`` frequency columns (speech: 257).
+
+    Mel filtering only reduces: with ``bins <= mel_bins`` some filters would be narrower than one bin, so such an
+    input (MNIST's 28 x 28) is taken for an image and the frontend and SpecAugment leave it alone.
+    """
+    return len(input_shape) == 3 and int(input_shape[1]) > int(mel_bins)
+
+
+def mel_matrix(bins: int, mel_bins: int = 64, sample_rate_hz: int = 8000):
+    """The (bins, mel_bins) float32 triangular mel filterbank (``tf.signal.linear_to_mel_weight_matrix``).
+
+    ``bins`` linear frequency bins spanning 0 .. sample_rate_hz / 2 (``fft_length // 2 + 1``: 257 for 512 at
+    8 kHz) -> ``mel_bins`` filters from 20 Hz to sample_rate_hz / 2, each peaking at 1 (not area-normalized).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    matrix = tf.signal.linear_to_mel_weight_matrix(
+        num_mel_bins=int(mel_bins), num_spectrogram_bins=int(bins), sample_rate=float(sample_rate_hz),
+        lower_edge_hertz=MEL_LOWER_EDGE_HZ, upper_edge_hertz=float(sample_rate_hz) / 2.0)
+    return np.asarray(matrix, dtype=np.float32)
+
+
+def logmel_frontend(x, *, mel_bins: int = 64, sample_rate_hz: int = 8000, time_pool: int = 1, name: str = "frontend"):
+    """Linear |STFT| -> log-mel, pooled over time, normalized per mel bin.
+
+    x: (B, T, W, 1), T frames, W linear frequency bins (391 x 257 for the speech defaults)
+    -> ``<name>_flat`` Reshape (B, T, W)
+    -> ``<name>_mel``: Dense(mel_bins, use_bias=False, trainable=False), kernel = :func:`mel_matrix` (W, mel_bins),
+       set at build time and saved with the weights: (B, T, mel_bins) mel magnitudes (>= 0)
+    -> ``log(1 + x)`` (``keras.ops.log1p``) -> ``<name>_grid`` Reshape (B, T, mel_bins, 1)
+    -> ``<name>_pool``: AveragePooling2D((time_pool, 1), same) when ``time_pool > 1``: (B, ceil(T / time_pool),
+       mel_bins, 1) (391 -> 196 for 2, 98 for 4)
+    -> ``<name>_norm``: BatchNormalization(axis=2): each mel bin standardized by its mean and variance over the
+       training data (batch and frames), then a learned scale and shift per bin.
+    Result: (B, ceil(T / time_pool), mel_bins, 1).
+
+    Why BatchNorm over the mel axis and not LayerNormalization: the log-mel levels differ by tens of dB between
+    low and high bins, and one fixed standardization per bin (the moving statistics at inference) evens them out
+    while keeping what tells digits apart, the loudness and spectral tilt of each utterance. LayerNorm would
+    normalize each utterance by its own statistics (and over axis 1 would get scale and shift per frame, not per
+    bin). Parameters: ``W * mel_bins`` frozen (16,448 for 257 x 64) + ``4 * mel_bins`` BatchNorm (half trainable).
+    """
+    frames, bins = int(x.shape[1]), int(x.shape[2])
+    if int(x.shape[3]) != 1:
+        raise ValueError(f"the logmel frontend takes one channel (B, frames, bins, 1), got {tuple(x.shape)}")
+    if int(time_pool) < 1:
+        raise ValueError(f"time_pool must be >= 1, got {time_pool}")
+    x = layers.Reshape((frames, bins), name=f"{name}_flat")(x)
+    mel = layers.Dense(int(mel_bins), use_bias=False, trainable=False, name=f"{name}_mel")
+    x = mel(x)  # builds the layer: its kernel is the filterbank from here on
+    mel.set_weights([mel_matrix(bins, mel_bins, sample_rate_hz)])
+    x = keras.ops.log1p(x)
+    x = layers.Reshape((frames, int(mel_bins), 1), name=f"{name}_grid")(x)
+    if int(time_pool) > 1:
+        x = layers.AveragePooling2D((int(time_pool), 1), padding="same", name=f"{name}_pool")(x)
+    return layers.BatchNormalization(axis=2, momentum=BN_MOMENTUM, name=f"{name}_norm")(x)
+
+
+def digit_augmentation(x, name: str = "augment"):
+    """Train-time shifts and rotations of a digit: (B, H, W, C) -> (B, H, W, C).
+
+    ``<name>_shift``: RandomTranslation(+-10 % of H and W) and ``<name>_rotate``: RandomRotation(+-10 degrees),
+    both filling with 0 (the background) and drawing a new transform per example. Keras' random layers: active in
+    ``fit`` (training=True), the identity in ``predict``/``evaluate`` and for ``training=False``.
+    """
+    x = layers.RandomTranslation(DIGIT_SHIFT, DIGIT_SHIFT, fill_mode="constant", fill_value=0.0,
+                                 name=f"{name}_shift")(x)
+    return layers.RandomRotation(DIGIT_ROTATION, fill_mode="constant", fill_value=0.0, name=f"{name}_rotate")(x)
+
+
+def _band_keep_mask(x, axis: int, fraction: float, name: str):
+    """A (B, T, 1, 1) (axis 1) or (B, 1, F, 1) (axis 2) mask: 0 on one contiguous band per example, 1 elsewhere;
+    all 1 outside training.
+
+    Built from Keras' own random layers, which are the identity when not training: a box of ones, ``n`` cells
+    (``fraction`` of the axis) wide, sits in the middle of a zero strip three times the axis' length (ZeroPadding2D);
+    ``<name>_width`` RandomZoom shrinks it to between half and all of ``n`` and ``<name>_place`` RandomTranslation
+    moves it by one half to one and a half lengths towards the start (nearest neighbour, zero fill), so its centre
+    lands anywhere on the first third; ``<name>_crop`` keeps that first third. Not training, the box stays in the
+    middle third and is cropped away. ``1 - box`` (Rescaling(-1, 1)) is the mask.
+    """
+    length = int(x.shape[axis])
+    n = max(1, int(round(fraction * length)))
+    # a (B, n, 1, C) or (B, 1, n, C) slice of x turned into ones (Rescaling(0, 1)): a box that follows the batch size
+    cut_rows = ((0, length - n), (0, int(x.shape[2]) - 1)) if axis == 1 else ((0, int(x.shape[1]) - 1), (0, length - n))
+    box = layers.Cropping2D(cut_rows, name=f"{name}_slice")(x)
+    box = layers.Rescaling(0.0, offset=1.0, name=f"{name}_ones")(box)
+    before = length + (length - n) // 2
+    pad = (before, 3 * length - n - before)
+    box = layers.ZeroPadding2D((pad, (0, 0)) if axis == 1 else ((0, 0), pad), name=f"{name}_strip")(box)
+    zoom = (0.0, 1.0)  # a zoom out by 1 + u, u in [0, 1]: the box is n / (1 + u) cells wide
+    shift = (-0.5, -1.0 / 6.0)  # of the strip's 3 * length: 0.5 .. 1.5 lengths towards the start
+    if axis == 1:
+        box = layers.RandomZoom(zoom, (0.0, 0.0), fill_mode="constant", interpolation="nearest",
+                                name=f"{name}_width")(box)
+        box = layers.RandomTranslation(shift, (0.0, 0.0), fill_mode="constant", interpolation="nearest",
+                                       name=f"{name}_place")(box)
+        box = layers.Cropping2D(((0, 2 * length), (0, 0)), name=f"{name}_crop")(box)
+    else:
+        box = layers.RandomZoom((0.0, 0.0), zoom, fill_mode="constant", interpolation="nearest",
+                                name=f"{name}_width")(box)
+        box = layers.RandomTranslation((0.0, 0.0), shift, fill_mode="constant", interpolation="nearest",
+                                       name=f"{name}_place")(box)
+        box = layers.Cropping2D(((0, 0), (0, 2 * length)), name=f"{name}_crop")(box)
+    return layers.Rescaling(-1.0, offset=1.0, name=f"{name}_keep")(box)
+
+
+def spec_augment(x, name: str = "specaugment"):
+    """SpecAugment's masks (Park et al. 2019), train time only: (B, T, F, C) -> (B, T, F, C).
+
+    Per example, one time mask (a band of 5-10 % of the T frames) and one frequency mask (7.5-15 % of the F bins)
+    at random places, set to 0: the per-bin mean after the logmel frontend's normalization, silence on a linear
+    spectrogram. Multiply layers ``<name>_time`` / ``<name>_freq`` with the masks of :func:`_band_keep_mask`;
+    outside training the masks are all 1 and the output equals the input exactly. No time warping.
+    """
+    x = layers.Multiply(name=f"{name}_time")([x, _band_keep_mask(x, 1, TIME_MASK, f"{name}_tmask")])
+    return layers.Multiply(name=f"{name}_freq")([x, _band_keep_mask(x, 2, FREQ_MASK, f"{name}_fmask")])

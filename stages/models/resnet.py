@@ -5,7 +5,10 @@ from __future__ import annotations
 from stages.models import blocks
 
 
-def build(input_shape, num_classes, *, filters=16, blocks_per_stage=2, stem_strides=2, dropout=0.0):
-    """(B, H, W, 1) -> (B, num_classes) softmax; see :func:`stages.models.blocks.resnet`."""
+def build(input_shape, num_classes, *, filters=16, blocks_per_stage=2, stem_strides=2, dropout=0.0, frontend="linear",
+          mel_bins=64, sample_rate_hz=8000, time_pool=1, augment="none"):
+    """(B, H, W, 1) -> (B, num_classes) softmax; see :func:`stages.models.blocks.resnet` (``frontend``: linear |
+    logmel with ``mel_bins``, ``sample_rate_hz``, ``time_pool``; ``augment``: none | digits | specaugment | auto)."""
     return blocks.resnet(input_shape, num_classes, filters=filters, blocks_per_stage=blocks_per_stage,
-                         stem_strides=stem_strides, dropout=dropout, name="resnet")
+                         stem_strides=stem_strides, dropout=dropout, frontend=frontend, mel_bins=mel_bins,
+                         sample_rate_hz=sample_rate_hz, time_pool=time_pool, augment=augment, name="resnet")
