@@ -88,6 +88,51 @@ def speech_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
+def active_frames(num_samples: int, frames: int, frame_step: int) -> int:
+    """How many leading frames overlap the first ``num_samples`` samples of a clip.
+
+    Frame ``f`` starts at ``f * frame_step``; every later frame holds zero padding only, and its
+    |STFT| is exactly 0.
+    """
+    return min(frames, -(-max(0, num_samples) // frame_step))
+
+
+def spectrograms(waves: list[np.ndarray], s: dict[str, Any]) -> np.ndarray:
+    """|STFT| of clips cut or zero-padded to ``clip_samples``: float32 (B, frames, fft_length // 2 + 1).
+
+    The same numbers as :func:`spectrogram_batch` on the padded clips, bit for bit (same periodic Hann
+    window, same float32 product, TensorFlow's rfft row by row), but only the frames that overlap the
+    recording are transformed; frames of padding alone are left at 0. Spoken digits are short (FSDD:
+    3,500 of 12,800 samples on average), so this skips about three quarters of the FFT work. All
+    frames of the chunk go through one rfft call.
+    """
+    import tensorflow as tf
+
+    fl, step = s["frame_length"], s["frame_step"]
+    frames = num_frames(s["clip_samples"], fl, step)
+    out = np.zeros((len(waves), frames, s["fft_length"] // 2 + 1), dtype=np.float32)
+    counts = [active_frames(min(len(w), s["clip_samples"]), frames, step) for w in waves]
+    if not sum(counts):
+        return out
+    stacked = np.empty((sum(counts), fl), dtype=np.float32)
+    row = 0
+    for wave, k in zip(waves, counts):
+        if k:
+            span = (k - 1) * step + fl  # <= clip_samples
+            padded = np.zeros(span, dtype=np.float32)
+            n = min(span, len(wave))
+            padded[:n] = wave[:n]
+            stacked[row:row + k] = np.lib.stride_tricks.sliding_window_view(padded, fl)[::step]
+            row += k
+    stacked *= tf.signal.hann_window(fl, dtype=tf.float32).numpy()
+    mags = tf.abs(tf.signal.rfft(stacked, [s["fft_length"]])).numpy()
+    row = 0
+    for i, k in enumerate(counts):
+        out[i, :k] = mags[row:row + k]
+        row += k
+    return out
+
+
 def iter_speech_chunks(raw_dir: Path, rows: list[dict[str, str]], s: dict[str, Any],
                        lengths: list[int] | None = None) -> Iterator[tuple[list[dict[str, str]], np.ndarray]]:
     """Yield (rows, spectrograms float32 (B, frames, bins)) chunk by chunk.
@@ -102,8 +147,7 @@ def iter_speech_chunks(raw_dir: Path, rows: list[dict[str, str]], s: dict[str, A
         resampled = [resample(*read_audio(raw_dir / row["file"]), s["sample_rate_hz"]) for row in chunk]
         if lengths is not None:
             lengths.extend(len(x) for x in resampled)
-        clips = np.stack([fit_length(x, s["clip_samples"]) for x in resampled])
-        yield chunk, spectrogram_batch(clips, s["frame_length"], s["frame_step"], s["fft_length"])
+        yield chunk, spectrograms(resampled, s)
 
 
 def featurize_speech(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress: bool = True) -> FeatureSpec:

@@ -595,6 +595,7 @@ SCHEMA = Section({
         }),
         "strategy": Enum("auto", "default", "mirrored", "multi_worker"),
         "resume": Bool(required=False, default=False),
+        "mixed_precision": Enum("float32", "bfloat16", "auto", required=False, default="float32"),
     }),
     "models": Models(),
     "evaluate": Section({

@@ -48,6 +48,7 @@ def train_settings(params: dict[str, Any], dataset: str, variant: str) -> dict[s
         "validate_on_test": bool(t.get("validate_on_test", False)),
         "early_stopping": dict(t.get("early_stopping") or {}),
         "strategy": str(t.get("strategy", "auto")),
+        "mixed_precision": str(t.get("mixed_precision", "float32")),  # float32 | bfloat16 | auto (stages.runtime)
         "resume": bool(t.get("resume", False)),
         "learning_rate": float(model_cfg.get("learning_rate", 0.001)),
         "model": model_cfg,
@@ -161,24 +162,39 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
     import keras
 
     from stages.models import build_model
-    from stages.runtime import select_strategy
-    from stages.tfrecords import NUM_FOLDS, batched, read_spec
+    from stages.runtime import for_replicas, keras_distribution_fixes, select_strategy, set_precision
+    from stages.tfrecords import NUM_FOLDS, batched, count_in_folds, read_spec
 
+    # First: MultiWorkerMirroredStrategy must exist before anything initializes the TensorFlow runtime.
+    strategy = select_strategy(s["strategy"])
+    replicas = strategy.num_replicas_in_sync
     spec = read_spec(features_dir)
     k = validation_folds(s["validation_fraction"])
+    bs = s["batch_size"]
+    # Several replicas split every batch between them, and oneDNN's CPU kernels fail on an empty part: training
+    # drops the last partial batch (a different few shuffled examples each epoch); validation keeps it unless
+    # it is smaller than the number of replicas.
     if s["validate_on_test"]:
-        train_ds = batched(features_dir, spec, "train", s["batch_size"], shuffle_buffer=s["shuffle_buffer"], seed=seed)
-        val_ds = batched(features_dir, spec, "test", s["batch_size"])
+        train_ds = batched(features_dir, spec, "train", bs, shuffle_buffer=s["shuffle_buffer"], seed=seed,
+                           drop_remainder=replicas > 1)
+        val_split, val_folds = "test", None
     else:
-        train_ds = batched(features_dir, spec, "train", s["batch_size"], folds=(k, NUM_FOLDS),
-                           shuffle_buffer=s["shuffle_buffer"], seed=seed)
-        val_ds = batched(features_dir, spec, "train", s["batch_size"], folds=(0, k)) if k > 0 else None
+        train_ds = batched(features_dir, spec, "train", bs, folds=(k, NUM_FOLDS),
+                           shuffle_buffer=s["shuffle_buffer"], seed=seed, drop_remainder=replicas > 1)
+        val_split, val_folds = "train", (0, k)
+    val_ds = None
+    if s["validate_on_test"] or k > 0:
+        rest = count_in_folds(spec, val_split, val_folds) % bs
+        val_ds = batched(features_dir, spec, val_split, bs, folds=val_folds, drop_remainder=0 < rest < replicas)
+    if replicas > 1:
+        train_ds, val_ds = for_replicas(train_ds), (for_replicas(val_ds) if val_ds is not None else None)
 
     checkpoint = Checkpoint(checkpoint_dir, settings_key(dataset, variant, seed, s, spec)) \
         if (s["resume"] and checkpoint_dir) else None
-    resumed = checkpoint.load() if checkpoint else None
-    strategy = select_strategy(s["strategy"])
+    # float32 unless train.mixed_precision says otherwise (`make bench` measures the bfloat16 lever beside it).
+    precision = set_precision(s.get("mixed_precision", "float32"))
     with strategy.scope():
+        resumed = checkpoint.load() if checkpoint else None
         if resumed:
             model, state = resumed
             print(f"resume: continuing {dataset}/{variant} seed={seed} after epoch {state['epoch']}", flush=True)
@@ -187,6 +203,7 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
             model = build_model(variant, tuple(spec.shape), spec.num_classes, s["model"])
             model.compile(optimizer=keras.optimizers.Adam(learning_rate=s["learning_rate"]),
                           loss="categorical_crossentropy", metrics=["accuracy"])
+    keras_distribution_fixes(model, strategy, train_ds)
 
     callbacks = []
     es = s["early_stopping"]
@@ -230,6 +247,7 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
         "validation": "test" if s["validate_on_test"] else (f"{k}% of train" if k else "none"),
         "params": model.count_params(),
         "num_replicas": strategy.num_replicas_in_sync,
+        "mixed_precision": precision,
     }
     if not all(math.isfinite(float(r[1])) for r in logger.rows):
         raise StageError(f"training {dataset}/{variant} diverged (loss is not finite); lower models.{variant}.learning_rate")
@@ -333,10 +351,16 @@ def main(argv: list[str] | None = None) -> int:
 
     params = load_params(args.params)
     s = train_settings(params, args.dataset, args.variant)
-    from stages.runtime import configure_tensorflow, is_chief
+    from stages.runtime import check_strategy, configure_tensorflow, is_chief, task_name
 
-    configure_tensorflow(seed=args.seed)
+    check_strategy(s["strategy"])  # unknown strategy, or multi_worker without TF_CONFIG: one line, before any work
     chief = is_chief()
+    checkpoint_dir = args.checkpoint_dir
+    if not chief and checkpoint_dir:
+        checkpoint_dir = checkpoint_dir / task_name()  # each worker resumes its own copy of the (synchronous) state
+    configure_tensorflow(seed=args.seed)
+    # Multi-worker: only the chief logs with dvclive and writes the stage's outputs (model, history, summary);
+    # the other workers train their part of every step and write nothing into the workspace.
     live = None
     if chief:
         from dvclive import Live
@@ -348,14 +372,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"train {args.dataset}/{args.variant} seed={args.seed}: batch={s['batch_size']} epochs<={s['epochs']}",
           flush=True)
     model, spec, rows, summary = fit(args.features, args.dataset, args.variant, args.seed, s, live,
-                                     verbose=1 if sys.stdout.isatty() else 2, checkpoint_dir=args.checkpoint_dir)
-    if chief:
-        live.end()
-        write_csv_rows(args.history, HISTORY_COLUMNS, rows)
-        atomic_write_json(args.summary, summary)
-        save_model(args.out, model, spec, args.dataset, args.variant, args.seed, s)
-        if args.checkpoint_dir:
-            Checkpoint(args.checkpoint_dir, "").clear()  # finished: a later run must not resume from it
+                                     verbose=1 if sys.stdout.isatty() else 2, checkpoint_dir=checkpoint_dir)
+    if not chief:
+        if checkpoint_dir:
+            Checkpoint(checkpoint_dir, "").clear()
+        print(f"trained {args.dataset}/{args.variant} seed={args.seed} as {task_name()} (not the chief: "
+              f"nothing written; the chief logs and saves)")
+        return 0
+    live.end()
+    write_csv_rows(args.history, HISTORY_COLUMNS, rows)
+    atomic_write_json(args.summary, summary)
+    save_model(args.out, model, spec, args.dataset, args.variant, args.seed, s)
+    if checkpoint_dir:
+        Checkpoint(checkpoint_dir, "").clear()  # finished: a later run must not resume from it
     print(f"trained {args.dataset}/{args.variant} seed={args.seed}: {summary['epochs_run']} epochs in "
           f"{summary['train_time_s']:.1f} s -> {args.out}")
     return 0

@@ -1,0 +1,467 @@
+"""Benchmark workers: ``python -m bench.workers NAME JSON_ARGS``, one measurement per process.
+
+Each worker prints its result as the last stdout line, ``BENCH_RESULT {json}``. Workers named
+``study_*`` re-implement the study's notebook code (``../shared/STUDY.md``) with TensorFlow's
+defaults: the orchestrator starts them without ``TF_ENABLE_ONEDNN_OPTS``, and they never call
+:func:`stages.runtime.configure_tensorflow`. All other workers use the project's own code path
+and configure TensorFlow as the stages do (oneDNN on, op determinism on).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+RESULT_TAG = "BENCH_RESULT "
+NUM_CLASSES = 10
+
+
+# --------------------------------------------------------------------------- set-up helpers
+
+def _ours(seed: int | None = None):
+    from stages.runtime import configure_tensorflow
+
+    configure_tensorflow(seed=seed)
+    import tensorflow as tf
+
+    return tf
+
+
+def _study(seed: int | None = None):
+    """TensorFlow as the study's notebook had it: library defaults, nothing configured."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # quieter logs only; no effect on speed
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    if seed is not None:
+        tf.random.set_seed(seed)  # shuffle order only; determinism stays off as in the study
+    return tf
+
+
+def onednn_on() -> bool:
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _manifest(raw: str, split: str | None = None) -> list[dict[str, str]]:
+    from stages.common import read_csv_dicts
+
+    rows = sorted(read_csv_dicts(Path(raw) / "manifest.csv"), key=lambda r: r["file"])
+    return [r for r in rows if split is None or r["split"] == split]
+
+
+def _folder_bytes(folder: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.name.startswith(("train-", "test-")))
+
+
+def _speech_params(params_file: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    from stages.common import load_params
+
+    params = load_params(params_file)
+    params["features"]["speech"].update(overrides or {})
+    return params
+
+
+def _epoch_timer():
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+            self._start = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
+class _EpochClock:
+    """Stands in for dvclive's ``Live`` in :func:`stages.train.fit`: stamps the time at every epoch end."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def log_metric(self, *args, **kwargs) -> None:
+        pass
+
+    def next_step(self) -> None:
+        self.stamps.append(time.perf_counter())
+
+
+# --------------------------------------------------------------------------- featurize
+
+def featurize_ours(a: dict[str, Any]) -> dict[str, Any]:
+    """Our featurize stage (``stages.featurize.featurize``) on ``raw``; TFRecords written to ``out``."""
+    _ours()
+    from stages.featurize import featurize
+
+    import tensorflow as tf
+
+    tf.constant(0.0).numpy()  # the TensorFlow runtime up: the RSS every process pays before any clip
+    after_import = maxrss_mb()
+    runs = []
+    for job in a["jobs"]:  # [{"raw", "out", "overrides"}]; the first may be a warm-up
+        params = _speech_params(a["params"], job.get("overrides"))
+        start = time.perf_counter()
+        spec = featurize("speech", Path(job["raw"]), Path(job["out"]), params, progress=False)
+        seconds = time.perf_counter() - start
+        n = spec.num_examples("train") + spec.num_examples("test")
+        runs.append({"out": job["out"], "clips": n, "seconds": seconds, "clips_per_s": n / seconds,
+                     "bytes": _folder_bytes(job["out"]), "shape": spec.shape, "storage_dtype": spec.storage_dtype,
+                     "compression": spec.compression, "overrides": job.get("overrides") or {}})
+    return {"runs": runs, "onednn": onednn_on(), "maxrss_mb": maxrss_mb(), "rss_after_import_mb": after_import}
+
+
+def study_featurize(a: dict[str, Any]) -> dict[str, Any]:
+    """The study's per-file ``tf.data`` map over the same WAV files, consumed fully in batches of 16.
+
+    list files -> tf.io.read_file -> tf.audio.decode_wav -> pad/cut to clip_samples -> tf.signal.stft
+    -> abs -> [..., None]; each batch is summed so that every value is computed and used.
+    """
+    tf = _study()
+    rows = _manifest(a["raw"])
+    files = [str(Path(a["raw"]) / r["file"]) for r in rows]
+    load = _study_loader(tf, a["clip_samples"], a["frame_length"], a["frame_step"], a["fft_length"])
+    ds = tf.data.Dataset.from_tensor_slices(files).map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(16)
+    passes = []
+    for _ in range(a.get("passes", 1)):
+        start = time.perf_counter()
+        total, n, shape = 0.0, 0, None
+        for batch in ds:
+            total += float(tf.reduce_sum(batch))
+            n += int(batch.shape[0])
+            shape = list(batch.shape[1:])
+        passes.append(n / (time.perf_counter() - start))
+    return {"clips": n, "clips_per_s": max(passes), "passes_clips_per_s": passes, "shape": shape, "checksum": total,
+            "onednn": onednn_on(), "maxrss_mb": maxrss_mb()}
+
+
+def _study_loader(tf, clip_samples: int, frame_length: int, frame_step: int, fft_length: int) -> Callable:
+    def load(path):
+        audio, _ = tf.audio.decode_wav(tf.io.read_file(path), desired_channels=1)
+        wave = tf.squeeze(audio, axis=-1)[:clip_samples]
+        wave = tf.pad(wave, [[0, clip_samples - tf.shape(wave)[0]]])
+        wave = tf.ensure_shape(wave, [clip_samples])  # static shape, as the study's fixed-length clips had
+        spectrogram = tf.abs(tf.signal.stft(wave, frame_length=frame_length, frame_step=frame_step,
+                                            fft_length=fft_length))
+        return spectrogram[..., tf.newaxis]
+
+    return load
+
+
+# --------------------------------------------------------------------------- storage
+
+def storage(a: dict[str, Any]) -> dict[str, Any]:
+    """Bytes per example and read speed of one feature folder re-written with each compression option.
+
+    The records are copied byte for byte (only the container compression changes), which is exactly
+    what featurize writes with ``features.speech.compression`` set, minus the STFT work.
+    """
+    tf = _ours()
+    from dataclasses import replace
+
+    from stages.tfrecords import load_split, parse_fn, read_spec, shard_paths, write_spec
+
+    src = Path(a["features"])
+    spec = read_spec(src)
+    raw_bytes = int(np.prod(spec.shape)) * 4
+    n = spec.num_examples("train") + spec.num_examples("test")
+    out: dict[str, Any] = {"examples": n, "raw_float32_bytes_per_example": raw_bytes, "storage_dtype": spec.storage_dtype,
+                           "options": {}}
+    warm = Path(a["out"]) / "warm-up.tfrecord"  # first TFRecord reads and writes pay one-off costs: not timed
+    Path(a["out"]).mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(warm)) as writer:
+        for record in tf.data.TFRecordDataset(shard_paths(src, spec, "train")[0], compression_type=spec.compression):
+            writer.write(record.numpy())
+    warm.unlink()
+    for option in a["compressions"]:  # "", "GZIP", "ZLIB", or "ZLIB:1" (with a zlib level)
+        compression, _, level = option.partition(":")
+        # Every option is re-written, "" too, so that rewrite_s - rewrite_s[""] is the cost of compressing.
+        folder = Path(a["out"]) / f"compression-{option.replace(':', '-') or 'none'}"
+        folder.mkdir(parents=True, exist_ok=True)
+        cspec = replace(spec, compression=compression, shards={})
+        start = time.perf_counter()
+        for split in ("train", "test"):
+            names = []
+            for i, path in enumerate(shard_paths(src, spec, split)):
+                name = cspec.shard_name(split, i)
+                options = tf.io.TFRecordOptions(compression_type=compression,
+                                                compression_level=int(level) if level else None)
+                with tf.io.TFRecordWriter(str(folder / name), options) as writer:
+                    for record in tf.data.TFRecordDataset(path, compression_type=spec.compression):
+                        writer.write(record.numpy())
+                names.append(name)
+            cspec.shards[split] = names
+        write_s = time.perf_counter() - start
+        write_spec(folder, cspec)
+        nbytes = _folder_bytes(folder)
+        reads = []
+        for _ in range(a.get("read_repeats", 2)):
+            start = time.perf_counter()
+            count = 0
+            for split in ("train", "test"):
+                ds = load_split(folder, cspec, split).batch(64)
+                count += int(ds.reduce(np.int64(0), lambda acc, ex: acc + tf.shape(ex["feature"], tf.int64)[0]))
+            reads.append(time.perf_counter() - start)
+        out["options"][option or "none"] = {
+            "bytes": nbytes, "bytes_per_example": nbytes / n, "ratio_vs_float32": nbytes / n / raw_bytes,
+            "read_examples_per_s": n / min(reads), "read_s": min(reads), "count_read": count,
+            "rewrite_s": write_s}
+    # Lever: the vectorized parse in stages.tfrecords.load_split (batch 256, then parse) vs one record at a time.
+    parse = parse_fn(spec)
+    paths = shard_paths(src, spec, "train") + shard_paths(src, spec, "test")
+    start = time.perf_counter()
+    ds = tf.data.TFRecordDataset(paths, compression_type=spec.compression).map(parse)
+    ds.reduce(np.int64(0), lambda acc, ex: acc + 1)
+    out["read_examples_per_s_per_record_parse"] = n / (time.perf_counter() - start)
+    return out
+
+
+# --------------------------------------------------------------------------- training
+
+def _cnn_settings(params_file: str, epochs: int, **extra) -> dict[str, Any]:
+    from stages.common import load_params
+    from stages.train import train_settings
+
+    s = train_settings(load_params(params_file), "speech", "cnn")
+    s.update({"epochs": epochs, "resume": False,
+              "early_stopping": {"monitor": "accuracy", "patience": 1000}})
+    s.update(extra)
+    return s
+
+
+def accuracy(a: dict[str, Any]) -> dict[str, Any]:
+    """Test accuracy of the seed cnn trained with stages.train.fit on each feature folder (same seed, same data)."""
+    _ours(a["seed"])
+    import keras
+
+    from stages.train import fit
+
+    out = {}
+    for tag, folder in a["folders"].items():  # tag "<name>" or "<name>@bfloat16" (train.mixed_precision)
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(a["seed"])
+        s = _cnn_settings(a["params"], a["epochs"], validation_fraction=0.0, validate_on_test=True,
+                          mixed_precision=tag.partition("@")[2] or "float32")
+        _, spec, rows, summary = fit(Path(folder), "speech", "cnn", a["seed"], s, live=None, verbose=0)
+        out[tag] = {"test_accuracy": rows[-1][4], "test_loss": rows[-1][3], "train_accuracy": rows[-1][2],
+                    "test_accuracy_per_epoch": [r[4] for r in rows], "train_examples": spec.num_examples("train"),
+                    "test_examples": spec.num_examples("test"), "epochs": len(rows),
+                    "train_time_s": summary["train_time_s"]}
+    return {"runs": out, "onednn": onednn_on()}
+
+
+def epoch_ours(a: dict[str, Any]) -> dict[str, Any]:
+    """Epoch times of the seed speech cnn through our train path (stages.train.fit, batched() input)."""
+    _ours(a["seed"])
+    from stages.train import fit
+
+    clock = _EpochClock()
+    # The study validated on the test set every epoch; our train stage does the same with validate_on_test.
+    s = _cnn_settings(a["params"], a["epochs"], validation_fraction=0.0, validate_on_test=True,
+                      mixed_precision=a.get("precision", "float32"))
+    start = time.perf_counter()
+    _, spec, rows, summary = fit(Path(a["features"]), "speech", "cnn", a["seed"], s, live=clock, verbose=0)
+    stamps = [start] + clock.stamps
+    epochs = [b - a_ for a_, b in zip(stamps, stamps[1:])]  # the first includes model build and cache fill
+    return {"epoch_s": epochs, "train_examples": spec.num_examples("train"), "test_examples": spec.num_examples("test"),
+            "batch_size": s["batch_size"],
+            "onednn": onednn_on(), "num_replicas": summary["num_replicas"], "maxrss_mb": maxrss_mb()}
+
+
+def study_epoch(a: dict[str, Any]) -> dict[str, Any]:
+    """Epoch times of the study's notebook code: per-file map pipeline (no cache), shuffle 1000, batch 16, TF defaults."""
+    tf = _study(a["seed"])
+    import keras
+
+    from stages.common import load_params
+    from stages.models import build_model
+
+    rows = _manifest(a["raw"], "train")
+    files = [str(Path(a["raw"]) / r["file"]) for r in rows]
+    labels = [int(r["label"]) for r in rows]
+    load = _study_loader(tf, a["clip_samples"], a["frame_length"], a["frame_step"], a["fft_length"])
+    ds = (tf.data.Dataset.from_tensor_slices((files, labels))
+          .map(lambda f, y: (load(f), tf.one_hot(y, NUM_CLASSES)), num_parallel_calls=tf.data.AUTOTUNE)
+          .shuffle(1000).batch(a["batch_size"]))
+    test_rows = _manifest(a["raw"], "test")
+    val_ds = (tf.data.Dataset.from_tensor_slices(([str(Path(a["raw"]) / r["file"]) for r in test_rows],
+                                                  [int(r["label"]) for r in test_rows]))
+              .map(lambda f, y: (load(f), tf.one_hot(y, NUM_CLASSES)), num_parallel_calls=tf.data.AUTOTUNE)
+              .batch(a["batch_size"]))  # the study validated on the test set every epoch
+    settings = load_params(a["params"])["models"]["cnn"]
+    model = build_model("cnn", (*_frames_bins(a), 1), NUM_CLASSES, settings)  # the study's layers, same param count
+    model.compile(optimizer=keras.optimizers.Adam(), loss="categorical_crossentropy", metrics=["accuracy"])
+    timer = _epoch_timer()
+    stop = keras.callbacks.EarlyStopping(monitor="accuracy", patience=3)
+    model.fit(ds, validation_data=val_ds, epochs=a["epochs"], callbacks=[stop, timer], verbose=0)
+    return {"epoch_s": timer.seconds, "train_examples": len(files), "test_examples": len(test_rows),
+            "batch_size": a["batch_size"],
+            "onednn": onednn_on(), "maxrss_mb": maxrss_mb()}
+
+
+def _frames_bins(a: dict[str, Any]) -> tuple[int, int]:
+    return 1 + (a["clip_samples"] - a["frame_length"]) // a["frame_step"], a["fft_length"] // 2 + 1
+
+
+def pipeline(a: dict[str, Any]) -> dict[str, Any]:
+    """Epoch times of the seed cnn fed by stages.tfrecords.batched vs by the same arrays already in memory.
+
+    One model, its train step traced first on a few in-memory batches. Then, in ABBA order so that drift
+    cancels, two-epoch fits on a *fresh* input each time: ``tfrecords`` (a new ``batched()`` pipeline:
+    its first epoch reads and parses the TFRecords, the second reads its in-memory cache) and ``memory``
+    (``from_tensor_slices`` over the same arrays, same shuffle and batch).
+    """
+    tf = _ours(a["seed"])
+    import keras
+
+    from stages.common import load_params
+    from stages.models import build_model
+    from stages.tfrecords import FEATURE_KEY, LABEL_KEY, batched, load_split, read_spec
+
+    folder = Path(a["features"])
+    spec = read_spec(folder)
+    bs, buf, seed = a["batch_size"], a["shuffle_buffer"], a["seed"]
+    xs, ys = [], []
+    for ex in load_split(folder, spec, "train").batch(256):
+        xs.append(ex[FEATURE_KEY].numpy())
+        ys.append(ex[LABEL_KEY].numpy())
+    x = np.concatenate(xs)
+    y = tf.one_hot(np.concatenate(ys), spec.num_classes).numpy()
+
+    def in_memory():
+        return (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(buf, seed=seed, reshuffle_each_iteration=True)
+                .batch(bs).prefetch(tf.data.AUTOTUNE))
+
+    settings = load_params(a["params"])["models"]["cnn"]
+    model = build_model("cnn", tuple(spec.shape), spec.num_classes, settings)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.get("learning_rate", 0.001)),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    model.fit(in_memory().take(3), epochs=1, verbose=0)  # trace the train step once, outside the timings
+
+    def two_epochs(ds) -> list[float]:
+        timer = _epoch_timer()
+        model.fit(ds, epochs=2, callbacks=[timer], verbose=0)
+        return timer.seconds
+
+    times: dict[str, list[list[float]]] = {"tfrecords": [], "memory": []}
+    for r in range(a["rounds"]):
+        order = ("tfrecords", "memory") if r % 2 == 0 else ("memory", "tfrecords")
+        for name in order:
+            ds = batched(folder, spec, "train", bs, shuffle_buffer=buf, seed=seed) if name == "tfrecords" \
+                else in_memory()
+            times[name].append(two_epochs(ds))
+    return {"epoch_s": times, "train_examples": int(len(x)), "batch_size": bs, "onednn": onednn_on()}
+
+
+# --------------------------------------------------------------------------- training levers
+
+def train_levers(a: dict[str, Any]) -> dict[str, Any]:
+    """Median time of one training step of the seed speech cnn (batch 16, in memory) per configuration.
+
+    ``baseline`` is the train stage as it is; ``jit`` compiles the step with XLA (``jit_compile=True``);
+    ``bf16`` uses Keras' ``mixed_bfloat16`` policy (oneDNN runs bfloat16 on CPUs with AVX512-BF16 or AMX);
+    ``bf16_jit`` both. The process's oneDNN setting is the orchestrator's choice (environment).
+    """
+    tf = _ours(0)
+    import keras
+
+    from stages.common import load_params
+    from stages.models import build_model
+
+    settings = load_params(a["params"])["models"]["cnn"]
+    shape = tuple(a["shape"])
+    rng = np.random.default_rng(0)
+    x = rng.random((a["batch_size"], *shape), dtype=np.float32)
+    y = tf.one_hot(np.arange(a["batch_size"]) % NUM_CLASSES, NUM_CLASSES).numpy()
+    out = {}
+    for name in a["configs"]:
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bf16" in name else "float32")
+        model = build_model("cnn", shape, NUM_CLASSES, settings)
+        model.compile(optimizer=keras.optimizers.Adam(), loss="categorical_crossentropy", metrics=["accuracy"],
+                      jit_compile="jit" in name)
+        seconds: list[float] = []
+
+        class StepTimer(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                self.t = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                seconds.append(time.perf_counter() - self.t)
+
+        ds = tf.data.Dataset.from_tensors((x, y)).repeat(a["warmup"] + a["steps"])
+        model.fit(ds, epochs=1, verbose=0, callbacks=[StepTimer()])
+        timed = seconds[a["warmup"]:]
+        out[name] = {"step_ms_median": round(1000 * statistics.median(timed), 1),
+                     "step_ms_min": round(1000 * min(timed), 1), "steps": len(timed)}
+    keras.mixed_precision.set_global_policy("float32")
+    return {"configs": out, "onednn": onednn_on(), "batch_size": a["batch_size"]}
+
+
+# --------------------------------------------------------------------------- inference
+
+def inference(a: dict[str, Any]) -> dict[str, Any]:
+    """Single-example latency (p50/p95, as the evaluate stage measures it) and batch-64 throughput.
+
+    Models have random (untrained) weights: speed does not depend on the weight values.
+    """
+    tf = _ours(0)
+    from stages.common import load_params
+    from stages.evaluate import measure_latency_ms
+    from stages.models import build_model
+
+    params = load_params(a["params"])
+    rng = np.random.default_rng(0)
+    out = {}
+    for dataset, shape in a["shapes"].items():
+        for variant in a["variants"]:
+            model = build_model(variant, tuple(shape), NUM_CLASSES, params["models"].get(variant, {}))
+            example = rng.random(shape, dtype=np.float32)
+            p50, p95 = measure_latency_ms(model, example, a["repeats"], a["warmup"])
+            batch = tf.convert_to_tensor(rng.random((a["batch"], *shape), dtype=np.float32))
+            forward = tf.function(lambda t, m=model: m(t, training=False))
+            forward(batch).numpy()
+            calls = a["batch_calls"][dataset]
+            start = time.perf_counter()
+            for _ in range(calls):
+                forward(batch).numpy()
+            seconds = time.perf_counter() - start
+            out[f"{dataset}/{variant}"] = {"latency_ms_p50": round(p50, 3), "latency_ms_p95": round(p95, 3),
+                                           f"throughput_examples_per_s_batch{a['batch']}": round(a["batch"] * calls / seconds, 1),
+                                           "params": model.count_params(), "input_shape": list(shape)}
+    return {"models": out, "weights": "random (untrained)", "onednn": onednn_on()}
+
+
+WORKERS = {f.__name__: f for f in (featurize_ours, study_featurize, storage, accuracy, epoch_ours, study_epoch,
+                                   pipeline, train_levers, inference)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    name, args = argv[0], json.loads(argv[1])
+    result = WORKERS[name](args)
+    print(RESULT_TAG + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
