@@ -146,6 +146,7 @@ def run_evaluation(model_dir: Path, features_dir: Path, summary_file: Path, batc
     names = spec.class_names
     metrics = {
         "dataset": summary["dataset"], "variant": summary["variant"], "seed": summary["seed"], "source": spec.source,
+        "features": summary.get("features", ""),
         "params": int(model.count_params()), "model_size_bytes": model_path.stat().st_size,
         "epochs_run": summary["epochs_run"], "train_time_s": summary["train_time_s"],
         "best_val_accuracy": summary.get("best_val_accuracy"),

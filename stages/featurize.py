@@ -97,23 +97,24 @@ def active_frames(num_samples: int, frames: int, frame_step: int) -> int:
     return min(frames, -(-max(0, num_samples) // frame_step))
 
 
-def spectrograms(waves: list[np.ndarray], s: dict[str, Any]) -> np.ndarray:
-    """|STFT| of clips cut or zero-padded to ``clip_samples``: float32 (B, frames, fft_length // 2 + 1).
+def active_spectrograms(waves: list[np.ndarray], s: dict[str, Any]) -> list[np.ndarray]:
+    """|STFT| of only the frames that overlap each recording: float32 (frames_i, fft_length // 2 + 1) per clip.
 
-    The same numbers as :func:`spectrogram_batch` on the padded clips, bit for bit (same periodic Hann
-    window, same float32 product, TensorFlow's rfft row by row), but only the frames that overlap the
-    recording are transformed; frames of padding alone are left at 0. Spoken digits are short (FSDD:
-    3,500 of 12,800 samples on average), so this skips about three quarters of the FFT work. All
-    frames of the chunk go through one rfft call.
+    Clip ``i`` cut or zero-padded to ``clip_samples`` has the spectrogram ``spectrograms(...)[i]``: these
+    rows, then frames of padding alone, which are exactly 0. The numbers are those of
+    :func:`spectrogram_batch` bit for bit (same periodic Hann window, same float32 product, TensorFlow's
+    rfft row by row). Spoken digits are short (FSDD: 3,500 of 12,800 samples on average), so this skips
+    about three quarters of the FFT work, and the stored records leave those zero rows out. All frames
+    of the chunk go through one rfft call; the arrays returned are views into its result.
     """
     import tensorflow as tf
 
     fl, step = s["frame_length"], s["frame_step"]
     frames = num_frames(s["clip_samples"], fl, step)
-    out = np.zeros((len(waves), frames, s["fft_length"] // 2 + 1), dtype=np.float32)
+    bins = s["fft_length"] // 2 + 1
     counts = [active_frames(min(len(w), s["clip_samples"]), frames, step) for w in waves]
     if not sum(counts):
-        return out
+        return [np.zeros((0, bins), np.float32) for _ in waves]
     stacked = np.empty((sum(counts), fl), dtype=np.float32)
     row = 0
     for wave, k in zip(waves, counts):
@@ -126,28 +127,47 @@ def spectrograms(waves: list[np.ndarray], s: dict[str, Any]) -> np.ndarray:
             row += k
     stacked *= tf.signal.hann_window(fl, dtype=tf.float32).numpy()
     mags = tf.abs(tf.signal.rfft(stacked, [s["fft_length"]])).numpy()
-    row = 0
-    for i, k in enumerate(counts):
-        out[i, :k] = mags[row:row + k]
-        row += k
+    return np.split(mags, np.cumsum(counts)[:-1])
+
+
+def spectrograms(waves: list[np.ndarray], s: dict[str, Any]) -> np.ndarray:
+    """|STFT| of clips cut or zero-padded to ``clip_samples``: float32 (B, frames, fft_length // 2 + 1).
+
+    :func:`active_spectrograms` with the padding frames filled in as zeros.
+    """
+    frames = num_frames(s["clip_samples"], s["frame_length"], s["frame_step"])
+    out = np.zeros((len(waves), frames, s["fft_length"] // 2 + 1), dtype=np.float32)
+    for i, rows in enumerate(active_spectrograms(waves, s)):
+        out[i, :len(rows)] = rows
     return out
 
 
 def iter_speech_chunks(raw_dir: Path, rows: list[dict[str, str]], s: dict[str, Any],
-                       lengths: list[int] | None = None) -> Iterator[tuple[list[dict[str, str]], np.ndarray]]:
-    """Yield (rows, spectrograms float32 (B, frames, bins)) chunk by chunk.
+                       lengths: list[int] | None = None) -> Iterator[tuple[list[dict[str, str]], list[np.ndarray]]]:
+    """Yield (rows, active spectrograms: float32 (frames_i, bins) per clip) chunk by chunk, in order.
 
+    The next chunk is decoded and transformed in a background thread while the caller serializes and
+    writes this one (decoding and the FFT release the GIL): two cores busy, two chunks in memory at most.
     ``lengths``, when given, gets each clip's length in samples after resampling (before cut/pad).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from stages.audio import read_audio
 
-    step = max(1, s["chunk_clips"])
-    for start in range(0, len(rows), step):
-        chunk = rows[start:start + step]
+    def work(chunk: list[dict[str, str]]) -> tuple[list[int], list[np.ndarray]]:
         resampled = [resample(*read_audio(raw_dir / row["file"]), s["sample_rate_hz"]) for row in chunk]
-        if lengths is not None:
-            lengths.extend(len(x) for x in resampled)
-        yield chunk, spectrograms(resampled, s)
+        return [len(x) for x in resampled], active_spectrograms(resampled, s)
+
+    step = max(1, s["chunk_clips"])
+    chunks = [rows[start:start + step] for start in range(0, len(rows), step)]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurize") as pool:
+        pending = pool.submit(work, chunks[0]) if chunks else None
+        for i, chunk in enumerate(chunks):
+            done = pending.result()  # re-raises the worker's error (a one-line StageError naming the file)
+            pending = pool.submit(work, chunks[i + 1]) if i + 1 < len(chunks) else None
+            if lengths is not None:
+                lengths.extend(done[0])
+            yield chunk, done[1]
 
 
 def featurize_speech(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress: bool = True) -> FeatureSpec:
@@ -169,8 +189,10 @@ def featurize_speech(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress
         index = 0
         with ShardedWriter(out_dir, spec, split, s["examples_per_shard"]) as writer:
             for chunk, specs in iter_speech_chunks(raw_dir, rows, s, lengths):
-                if split == "train":
-                    stats.update(specs)
+                if split == "train" and specs:
+                    active = sum(len(x) for x in specs)
+                    # the statistics of the padded spectrograms: the zero frames are counted, not made
+                    stats.update(np.concatenate(specs), zeros=(len(specs) * frames - active) * spec.shape[1])
                 for spectrogram in specs:
                     writer.write(serialize_example(spectrogram, labels[index], index, folds[index], spec))
                     index += 1

@@ -382,6 +382,8 @@ class PerDataset(Spec):
 # type from the builder's default. A setting whose default is None also accepts null.
 MODEL_SETTINGS: dict[str, Spec] = {
     "learning_rate": Float(gt=0, required=False, default=0.001),  # stages.models.TRAINING_KEYS
+    "lr_schedule": Enum("constant", "cosine", required=False, default="constant"),  # TRAINING_KEYS
+    "label_smoothing": Float(ge=0, lt=1, required=False, default=0.0),  # TRAINING_KEYS
     "filters": Int(ge=1),
     "kernel_size": Int(ge=1),
     "gate_kernel_size": Int(ge=1),

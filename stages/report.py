@@ -73,7 +73,7 @@ from stages.common import (  # noqa: E402
 # --------------------------------------------------------------------------- constants
 
 RECORD_COLUMNS = [
-    "dataset", "variant", "seed", "source", "params", "epochs_run", "train_time_s",
+    "dataset", "variant", "seed", "source", "features", "params", "epochs_run", "train_time_s",
     "test_time_ms", "latency_ms_p50", "latency_ms_p95", "test_loss", "test_accuracy",
     "best_val_accuracy", "model_size_bytes", "num_test",
 ]
@@ -270,7 +270,8 @@ def load_run_metrics(eval_dir: Union[str, Path], dataset: str, variant: str, see
         got = raw[key]
         if (key == "seed" and (isinstance(got, bool) or got != want)) or (key != "seed" and got != want):
             raise StageError(f"{path}: '{key}' is {got!r} but the file's location says {want!r}")
-    rec: dict[str, Any] = {"dataset": dataset, "variant": variant, "seed": seed, "source": str(raw["source"])}
+    rec: dict[str, Any] = {"dataset": dataset, "variant": variant, "seed": seed, "source": str(raw["source"]),
+                           "features": str(raw.get("features") or "")}  # optional: older metrics lack it
     for key in INT_COLUMNS:
         if key != "seed":
             rec[key] = _as_int(raw[key], path, key)
@@ -776,7 +777,7 @@ def fmt_sources(values: Iterable[Any]) -> str:
 
 def comparison_table(df: pd.DataFrame, dataset: str, variants: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     header = ["variant", "seeds", "test accuracy (%)", "test loss", "train time (s)", "test time (ms)",
-              "p50 latency (ms)", "params", "epochs", "source"]
+              "p50 latency (ms)", "params", "epochs", "features", "source"]
     rows = []
     sub = df[df["dataset"] == dataset]
     for v in variants:
@@ -784,7 +785,8 @@ def comparison_table(df: pd.DataFrame, dataset: str, variants: Sequence[str]) ->
         rows.append([
             f"`{v}`", str(len(r)), fmt_stat(r["test_accuracy"], 2, 100.0), fmt_stat(r["test_loss"], 4),
             fmt_stat(r["train_time_s"], 1), fmt_stat(r["test_time_ms"], 1), fmt_stat(r["latency_ms_p50"], 2),
-            fmt_count(r["params"]), fmt_count(r["epochs_run"]), fmt_sources(r["source"]),
+            fmt_count(r["params"]), fmt_count(r["epochs_run"]), fmt_sources(r["features"]) or "-",
+            fmt_sources(r["source"]),
         ])
     return header, rows
 

@@ -10,7 +10,10 @@ they cannot drift. A feature folder holds:
 Each example has four keys:
 
 - ``feature``: raw bytes of one array of shape ``spec.shape`` in ``spec.storage_dtype``
-  (``uint8`` for images, ``float16``/``float32`` for spectrograms);
+  (``uint8`` for images, ``float16``/``float32`` for spectrograms). Float arrays are stored
+  without their trailing all-zero rows (first axis: the frames of a zero-padded clip, three
+  quarters of an FSDD spectrogram), and the parser zero-pads them back: lossless, and
+  the parsed tensor always has ``spec.shape``;
 - ``label``: int64 class index;
 - ``index``: int64 position of the example in its split (sorted manifest order);
 - ``fold``: int64 in ``[0, NUM_FOLDS)``, assigned per class so that
@@ -34,6 +37,9 @@ FEATURE_KEY, LABEL_KEY, INDEX_KEY, FOLD_KEY = "feature", "label", "index", "fold
 SPLITS = ("train", "test")
 _COMPRESSION_SUFFIX = {"": ".tfrecord", "GZIP": ".tfrecord.gz", "ZLIB": ".tfrecord.zz"}
 _STORAGE_DTYPES = ("uint8", "float16", "float32")
+# Storage dtypes kept without trailing zero rows -> the dtype tf.io.decode_raw pads them back with (its
+# zero-padding kernel has no float16 or uint8; float16's bytes are read as uint16 and bitcast).
+_TRIMMED_DECODE = {"float16": "uint16", "float32": "float32"}
 
 
 @dataclass
@@ -108,13 +114,28 @@ def fold_of_rank(rank, n: int):
 
 
 def serialize_example(feature: np.ndarray, label: int, index: int, fold: int, spec: FeatureSpec) -> bytes:
-    """Serialize one example. ``feature`` has shape ``spec.shape`` (or the same size)."""
+    """Serialize one example.
+
+    ``feature`` has shape ``spec.shape`` (or the same size), or fewer rows along the first axis: the
+    missing rows are zeros (a spectrogram of only the frames that overlap the recording). Float
+    features are stored without trailing all-zero rows (see the module docstring).
+    """
     import tensorflow as tf
 
     array = np.asarray(feature)
-    if array.size != int(np.prod(spec.shape)):
+    row_size = int(np.prod(spec.shape[1:]))
+    if array.size > int(np.prod(spec.shape)) or (array.size % row_size if row_size else array.size):
         raise StageError(f"feature of shape {array.shape} does not fit spec shape {spec.shape}")
-    raw = np.ascontiguousarray(array, dtype=spec.storage_dtype).tobytes()
+    rows = np.ascontiguousarray(array, dtype=spec.storage_dtype).reshape(-1, row_size)
+    keep = len(rows)
+    if spec.storage_dtype in _TRIMMED_DECODE:
+        as_bytes = rows.view(np.uint8)  # bytes, not values: a row of -0.0 is kept, so parsing is exact
+        while keep and not as_bytes[keep - 1].any():
+            keep -= 1
+    elif keep < spec.shape[0]:
+        rows = np.concatenate([rows, np.zeros((spec.shape[0] - keep, row_size), rows.dtype)])
+        keep = len(rows)
+    raw = rows[:keep].tobytes()
     example = tf.train.Example(features=tf.train.Features(feature={
         FEATURE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[raw])),
         LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
@@ -142,9 +163,17 @@ def parse_fn(spec: FeatureSpec):
     shape = list(spec.shape)
     scale = float(spec.scale)
 
+    trimmed_as = _TRIMMED_DECODE.get(spec.storage_dtype)
+    full_bytes = int(np.prod(shape)) * storage.size
+
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, description)
-        raw = tf.io.decode_raw(parsed[FEATURE_KEY], storage)
+        if trimmed_as:  # zero-pad the trimmed rows back (also reads untrimmed records)
+            raw = tf.io.decode_raw(parsed[FEATURE_KEY], tf.as_dtype(trimmed_as), fixed_length=full_bytes)
+            if raw.dtype != storage:
+                raw = tf.bitcast(raw, storage)
+        else:
+            raw = tf.io.decode_raw(parsed[FEATURE_KEY], storage)
         batch_shape = tf.shape(raw)[:-1]
         feature = tf.reshape(tf.cast(raw, tf.float32), tf.concat([batch_shape, shape], axis=0))
         if scale != 1.0:
@@ -261,13 +290,18 @@ class RunningStats:
         self.min = float("inf")
         self.max = float("-inf")
 
-    def update(self, values: np.ndarray) -> None:
-        v = np.asarray(values, dtype=np.float64)
+    def update(self, values: np.ndarray, zeros: int = 0) -> None:
+        """Add ``values`` and ``zeros`` more values of 0 (padding that is not materialized)."""
+        if zeros:
+            self.n += zeros
+            self.min, self.max = min(self.min, 0.0), max(self.max, 0.0)
+        v = np.asarray(values)
         if v.size == 0:
             return
         self.n += v.size
-        self.total += float(v.sum())
-        self.total_sq += float(np.square(v).sum())
+        # float64 accumulation without a float64 copy of the data (squares in the data's own precision)
+        self.total += float(v.sum(dtype=np.float64))
+        self.total_sq += float(np.square(v).sum(dtype=np.float64))
         self.min = min(self.min, float(v.min()))
         self.max = max(self.max, float(v.max()))
 

@@ -51,6 +51,9 @@ def train_settings(params: dict[str, Any], dataset: str, variant: str) -> dict[s
         "mixed_precision": str(t.get("mixed_precision", "float32")),  # float32 | bfloat16 | auto (stages.runtime)
         "resume": bool(t.get("resume", False)),
         "learning_rate": float(model_cfg.get("learning_rate", 0.001)),
+        # constant | cosine (decay to 0 over train.epochs, per step: the last epochs polish, seeds agree more)
+        "lr_schedule": str(model_cfg.get("lr_schedule", "constant")),
+        "label_smoothing": float(model_cfg.get("label_smoothing", 0.0)),
         "model": model_cfg,
     }
     if s["epochs"] < 1:
@@ -61,7 +64,26 @@ def train_settings(params: dict[str, Any], dataset: str, variant: str) -> dict[s
         raise StageError(f"params.yaml: train.validation_fraction must be in [0, 1), got {s['validation_fraction']}")
     if s["learning_rate"] <= 0:
         raise StageError(f"params.yaml: models.{variant}.learning_rate must be > 0")
+    if s["lr_schedule"] not in LR_SCHEDULES:
+        raise StageError(f"params.yaml: models.{variant}.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                         f"got {s['lr_schedule']!r}")
+    if not 0.0 <= s["label_smoothing"] < 1.0:
+        raise StageError(f"params.yaml: models.{variant}.label_smoothing must be in [0, 1), got {s['label_smoothing']}")
     return s
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(s: dict[str, Any], steps_per_epoch: int):
+    """The optimizer's learning rate: a float, or a Keras cosine decay from ``learning_rate`` to 0 over
+    ``epochs * steps_per_epoch`` optimizer steps (the step count lives in the optimizer state, so a resumed
+    run continues on the same curve)."""
+    if s.get("lr_schedule", "constant") == "constant":
+        return s["learning_rate"]
+    import keras
+
+    return keras.optimizers.schedules.CosineDecay(s["learning_rate"], decay_steps=max(1, s["epochs"] * steps_per_epoch))
 
 
 def validation_folds(fraction: float) -> int:
@@ -161,7 +183,7 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
     """
     import keras
 
-    from stages.models import build_model
+    from stages.models import build_model, feature_set
     from stages.runtime import for_replicas, keras_distribution_fixes, select_strategy, set_precision
     from stages.tfrecords import NUM_FOLDS, batched, count_in_folds, read_spec
 
@@ -201,8 +223,11 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
         else:
             state = {"epoch": 0, "rows": [], "train_time_s": 0.0, "early_stopping": {}}
             model = build_model(variant, tuple(spec.shape), spec.num_classes, s["model"])
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate=s["learning_rate"]),
-                          loss="categorical_crossentropy", metrics=["accuracy"])
+            n_train = count_in_folds(spec, "train", None if s["validate_on_test"] else (k, NUM_FOLDS))
+            steps = n_train // bs if replicas > 1 else -(-n_train // bs)
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate(s, steps)),
+                          loss=keras.losses.CategoricalCrossentropy(label_smoothing=s.get("label_smoothing", 0.0)),
+                          metrics=["accuracy"])
     keras_distribution_fixes(model, strategy, train_ds)
 
     callbacks = []
@@ -246,6 +271,7 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
         "best_val_accuracy": max(val_acc) if val_acc else None,
         "validation": "test" if s["validate_on_test"] else (f"{k}% of train" if k else "none"),
         "params": model.count_params(),
+        "features": feature_set(dataset, spec.shape, s["model"]),
         "num_replicas": strategy.num_replicas_in_sync,
         "mixed_precision": precision,
     }

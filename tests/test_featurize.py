@@ -84,3 +84,19 @@ def test_featurize_requires_fetch_output(tmp_path):
     with pytest.raises(StageError, match="run the fetch stage first"):
         featurize.featurize("speech", tmp_path / "nothing", tmp_path / "out", {"features": {"speech": STUDY}})
     assert not (tmp_path / "out").exists()
+
+
+def test_spectrograms_of_active_frames_equal_the_padded_stft_bit_for_bit():
+    """Only frames that overlap the recording are transformed; the result is the study's STFT exactly."""
+    rng = np.random.default_rng(3)
+    s = {**STUDY, "clip_samples": 4000}
+    waves = [rng.standard_normal(n).astype(np.float32) for n in (0, 1, 31, 33, 320, 1234, 4000, 5000)]
+    padded = np.stack([featurize.fit_length(w, 4000) for w in waves])
+    expected = featurize.spectrogram_batch(padded, 320, 32, 512)
+    got = featurize.spectrograms(waves, s)
+    assert got.shape == expected.shape and got.tobytes() == expected.tobytes()
+    active = featurize.active_spectrograms(waves, s)
+    frames = featurize.num_frames(4000, 320, 32)
+    assert [len(a) for a in active] == [0, 1, 1, 2, 10, 39, frames, frames]
+    for rows, full in zip(active, expected):
+        assert not full[len(rows):].any()   # everything after the active frames is exactly zero

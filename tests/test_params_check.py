@@ -168,7 +168,7 @@ EXACT_ERRORS = [
      "params.yaml: models.cnn.filterz is not a setting of 'cnn' (did you mean 'filters'?)"),
     ("model-setting-no-hint", "models.cnn.zzz", 1,
      "params.yaml: models.cnn.zzz is not a setting of 'cnn' "
-     "(settings: filters, kernel_size, pool_size, dropout, dense_units, learning_rate)"),
+     "(settings: filters, kernel_size, pool_size, dropout, dense_units, label_smoothing, learning_rate, lr_schedule)"),
     ("model-setting-of-other-variant", "models.cnn.gate_kernel_size", 3,
      "params.yaml: models.cnn.gate_kernel_size is not a setting of 'cnn' (did you mean 'kernel_size'?)"),
     ("model-setting-type", "models.cnn_attention.gate_kernel_size", "3x3",

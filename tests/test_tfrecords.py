@@ -98,3 +98,52 @@ def test_wrong_feature_size_and_bad_dtype_are_rejected():
         serialize_example(np.zeros(3), 0, 0, 0, spec)
     with pytest.raises(StageError, match="storage dtype"):
         FeatureSpec(dataset="t", shape=[1], storage_dtype="int7")
+
+
+@pytest.mark.parametrize("storage", ["float16", "float32"])
+def test_trailing_zero_rows_are_left_out_and_parsed_back_exactly(tmp_path, storage):
+    """Float features are stored without trailing all-zero rows (padding frames); parsing restores them."""
+    rng = np.random.default_rng(1)
+    shape = [9, 4, 1]
+    full = rng.random((4, *shape), dtype=np.float32) + 0.5
+    full[0, 5:] = 0.0                  # padded: 4 zero rows at the end
+    full[1, 3] = -0.0                  # a row of -0.0 before the zero tail is data, kept bit for bit
+    full[1, 4:] = 0.0
+    full[2, 2] = 0.0                   # an inner zero row stays
+    full[3] = 0.0                      # all padding
+    spec = FeatureSpec(dataset="t", shape=shape, storage_dtype=storage, class_names=["a"])
+    given = [full[0, :5], full[1], full[2], full[3, :0]]   # fewer rows than the shape: the rest are zeros
+    itemsize = np.dtype(storage).itemsize
+    sizes = [len(serialize_example(f, 0, i, 0, spec)) for i, f in enumerate(given)]
+    untrimmed = len(serialize_example(full[2], 0, 2, 0, spec))
+    assert untrimmed - sizes[0] >= 4 * 4 * itemsize and untrimmed - sizes[1] >= 5 * 4 * itemsize
+    assert untrimmed - sizes[3] >= 9 * 4 * itemsize
+    write_examples(tmp_path, spec, "train", given, np.zeros(4, dtype=int), per_shard=10)
+    got = np.stack([ex["feature"] for ex in load_split(tmp_path, spec, "train").as_numpy_iterator()])
+    expected = full.astype(storage).astype(np.float32)
+    assert got.shape == (4, *shape)
+    assert got.tobytes() == expected.tobytes()          # exact, including the sign of -0.0
+    assert np.signbit(got[1, 3]).all() and not np.signbit(got[1, 4:]).any()
+
+
+def test_uint8_features_with_fewer_rows_are_zero_padded(tmp_path):
+    spec = FeatureSpec(dataset="t", shape=[3, 2], storage_dtype="uint8", class_names=["a"])
+    write_examples(tmp_path, spec, "train", [np.array([[7, 8]], np.uint8)], np.zeros(1, dtype=int), per_shard=1)
+    got = next(load_split(tmp_path, spec, "train").as_numpy_iterator())["feature"]
+    np.testing.assert_array_equal(got, [[7, 8], [0, 0], [0, 0]])
+    with pytest.raises(StageError, match="does not fit"):
+        serialize_example(np.zeros((4, 2)), 0, 0, 0, spec)   # more rows than the shape
+
+
+def test_running_stats_count_implicit_zeros_like_padded_arrays():
+    from stages.tfrecords import RunningStats
+
+    rng = np.random.default_rng(2)
+    rows = rng.random((7, 5), dtype=np.float32) + 1.0
+    padded = np.concatenate([rows, np.zeros((3, 5), np.float32)])
+    a, b = RunningStats(), RunningStats()
+    a.update(padded)
+    b.update(rows, zeros=15)
+    for key, value in a.as_dict().items():
+        assert b.as_dict()[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    assert b.as_dict()["min"] == 0.0

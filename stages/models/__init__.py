@@ -15,7 +15,7 @@ from typing import Any
 from stages.common import StageError
 
 NOT_VARIANTS = {"blocks"}
-TRAINING_KEYS = {"learning_rate"}   # read by the train stage, not by the builder
+TRAINING_KEYS = {"learning_rate", "lr_schedule", "label_smoothing"}   # read by the train stage, not by the builder
 
 
 def available() -> list[str]:
@@ -39,3 +39,23 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, setti
             options = [p for p in accepted if p not in ("input_shape", "num_classes")]
             raise StageError(f"params.yaml: models.{name}.{key} is not a setting of '{name}' (settings: {', '.join(options)})")
     return builder(tuple(input_shape), int(num_classes), **kwargs)
+
+
+def feature_set(dataset: str, input_shape, settings: dict[str, Any] | None = None) -> str:
+    """What the model learns from, in words, for ``results.csv``'s ``features`` column.
+
+    The stored features of the data set (MNIST pixels, speech's linear |STFT|), or the log-mel
+    spectrogram a ``frontend: logmel`` variant computes from them inside the model. Frontends run on
+    the cached TFRecords, so featurize runs once per data set whatever the variants.
+    """
+    settings = settings or {}
+    shape = [int(n) for n in input_shape]
+    if dataset == "mnist" or len(shape) < 2:
+        return "pixels " + "x".join(map(str, shape[:2]))
+    if settings.get("frontend") == "logmel":
+        from stages.models.blocks import is_spectrogram
+
+        mel_bins, pool = int(settings.get("mel_bins", 64)), int(settings.get("time_pool", 1))
+        if is_spectrogram(shape, mel_bins):
+            return f"log-mel {-(-shape[0] // pool)}x{mel_bins}"
+    return f"linear |STFT| {shape[0]}x{shape[1]}"

@@ -1,0 +1,66 @@
+"""Training settings beyond the study: a cosine learning-rate schedule, label smoothing, the features column."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stages.common import StageError
+from stages.models import feature_set
+from stages.tfrecords import FeatureSpec, ShardedWriter, assign_folds, count_by_class, serialize_example, write_spec
+from stages.train import fit, train_settings
+
+
+@pytest.fixture(scope="module")
+def tiny_features(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("features")
+    rng = np.random.default_rng(0)
+    spec = FeatureSpec(dataset="mnist", shape=[8, 8, 1], storage_dtype="float32", class_names=["0", "1"])
+    for split, n in (("train", 40), ("test", 10)):
+        labels = np.arange(n) % 2
+        x = rng.normal(0.0, 0.3, (n, 8, 8, 1)).astype(np.float32) + labels[:, None, None, None]
+        folds = assign_folds(labels)
+        spec.counts[split] = count_by_class(labels, spec.class_names)
+        with ShardedWriter(folder, spec, split, 64) as writer:
+            for i in range(n):
+                writer.write(serialize_example(x[i], labels[i], i, folds[i], spec))
+    write_spec(folder, spec)
+    return folder
+
+
+def params(**model):
+    return {"train": {"epochs": 3, "batch_size": 8, "shuffle_buffer": 64, "validation_fraction": 0.0,
+                      "early_stopping": {"enabled": False}},
+            "models": {"cnn": {"filters": 2, "kernel_size": 3, "dense_units": 4, "dropout": 0.0,
+                               "learning_rate": 0.01, **model}}}
+
+
+def test_cosine_schedule_decays_to_zero_over_the_run_and_constant_stays(tiny_features):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model, _, rows, summary = fit(tiny_features, "mnist", "cnn", 0, train_settings(params(), "mnist", "cnn"), verbose=0)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+    keras.utils.set_random_seed(0)
+    s = train_settings(params(lr_schedule="cosine", label_smoothing=0.2), "mnist", "cnn")
+    model, _, rows, summary = fit(tiny_features, "mnist", "cnn", 0, s, verbose=0)
+    assert int(model.optimizer.iterations) == 3 * 5          # 40 examples, batches of 8, 3 epochs
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)   # the end of the cosine
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.2)
+    assert summary["features"] == "pixels 8x8" and len(rows) == 3
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("lr_schedule", "linear", "models.cnn.lr_schedule must be one of constant, cosine"),
+    ("label_smoothing", 1.0, r"models.cnn.label_smoothing must be in \[0, 1\)"),
+    ("label_smoothing", -0.1, r"models.cnn.label_smoothing must be in \[0, 1\)"),
+])
+def test_bad_training_keys_name_the_key(key, value, match):
+    with pytest.raises(StageError, match=match):
+        train_settings(params(**{key: value}), "mnist", "cnn")
+
+
+def test_feature_set_names_what_the_model_learns_from():
+    assert feature_set("mnist", [28, 28, 1], {"frontend": "logmel"}) == "pixels 28x28"   # images pass unchanged
+    assert feature_set("speech", [391, 257, 1], {}) == "linear |STFT| 391x257"
+    assert feature_set("speech", [391, 257, 1], {"frontend": "logmel", "mel_bins": 64, "time_pool": 4}) == \
+        "log-mel 98x64"
