@@ -73,7 +73,7 @@ SIZES = {
              "pipeline_rounds": 1, "accuracy_epochs": 1, "epochs": 2, "latency_repeats": 3,
              "batch_calls": {"mnist": 1, "speech": 1}, "lever_steps": 2, "default_repro": False},
 }
-LEVER_CONFIGS = ["baseline", "jit", "bf16", "bf16_jit"]
+LEVER_CONFIGS = ["baseline", "keras_adam", "jit", "bf16", "bf16_jit"]
 
 
 def log(message: str) -> None:
@@ -684,7 +684,8 @@ def levers_markdown(d: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("input: cache() after the first epoch", f"cached epochs {p['cached_epochs_ratio']}x the in-memory "
                      "epoch (the reading epoch: the headline)"))
     step = lev.get("training_step", {}).get("configs", {})
-    names = {"jit": "training: XLA (jit_compile)", "bf16": "training: mixed_bfloat16",
+    names = {"keras_adam": "training: Keras' own Adam instead of FusedAdam (speedup < 1: what FusedAdam buys)",
+             "jit": "training: XLA (jit_compile)", "bf16": "training: mixed_bfloat16",
              "bf16_jit": "training: mixed_bfloat16 + XLA", "onednn_off": "training: oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)",
              "interop_threads_1": "training: 1 inter-op thread"}
     for key, label in names.items():

@@ -376,7 +376,9 @@ def pipeline(a: dict[str, Any]) -> dict[str, Any]:
 def train_levers(a: dict[str, Any]) -> dict[str, Any]:
     """Median time of one training step of the seed speech cnn (batch 16, in memory) per configuration.
 
-    ``baseline`` is the train stage as it is; ``jit`` compiles the step with XLA (``jit_compile=True``);
+    ``baseline`` is the train stage as it is (:class:`stages.optimizers.FusedAdam`); ``keras_adam`` swaps in
+    Keras' own Adam (the study's optimizer, about a dozen element-wise passes per update); ``jit`` compiles
+    the step with XLA (``jit_compile=True``);
     ``bf16`` uses Keras' ``mixed_bfloat16`` policy (oneDNN runs bfloat16 on CPUs with AVX512-BF16 or AMX);
     ``bf16_jit`` both. The process's oneDNN setting is the orchestrator's choice (environment).
     """
@@ -385,6 +387,7 @@ def train_levers(a: dict[str, Any]) -> dict[str, Any]:
 
     from stages.common import load_params
     from stages.models import build_model
+    from stages.optimizers import FusedAdam
 
     settings = load_params(a["params"])["models"]["cnn"]
     shape = tuple(a["shape"])
@@ -397,7 +400,8 @@ def train_levers(a: dict[str, Any]) -> dict[str, Any]:
         keras.utils.set_random_seed(0)
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bf16" in name else "float32")
         model = build_model("cnn", shape, NUM_CLASSES, settings)
-        model.compile(optimizer=keras.optimizers.Adam(), loss="categorical_crossentropy", metrics=["accuracy"],
+        optimizer = keras.optimizers.Adam() if name == "keras_adam" else FusedAdam()
+        model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
                       jit_compile="jit" in name)
         seconds: list[float] = []
 

@@ -184,6 +184,7 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
     import keras
 
     from stages.models import build_model, feature_set
+    from stages.optimizers import FusedAdam  # also registers the class that resumed checkpoints hold
     from stages.runtime import for_replicas, keras_distribution_fixes, select_strategy, set_precision
     from stages.tfrecords import NUM_FOLDS, batched, count_in_folds, read_spec
 
@@ -225,7 +226,7 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
             model = build_model(variant, tuple(spec.shape), spec.num_classes, s["model"])
             n_train = count_in_folds(spec, "train", None if s["validate_on_test"] else (k, NUM_FOLDS))
             steps = n_train // bs if replicas > 1 else -(-n_train // bs)
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate(s, steps)),
+            model.compile(optimizer=FusedAdam(learning_rate=learning_rate(s, steps)),
                           loss=keras.losses.CategoricalCrossentropy(label_smoothing=s.get("label_smoothing", 0.0)),
                           metrics=["accuracy"])
     keras_distribution_fixes(model, strategy, train_ds)
