@@ -149,8 +149,14 @@ def study_featurize(a: dict[str, Any]) -> dict[str, Any]:
             n += int(batch.shape[0])
             shape = list(batch.shape[1:])
         passes.append(n / (time.perf_counter() - start))
+    # A floor for any featurize over these files: only reading their bytes (page cache warm), best of 2.
+    reads = []
+    for _ in range(2):
+        start = time.perf_counter()
+        size = sum(len(Path(f).read_bytes()) for f in files)
+        reads.append(len(files) / (time.perf_counter() - start))
     return {"clips": n, "clips_per_s": max(passes), "passes_clips_per_s": passes, "shape": shape, "checksum": total,
-            "onednn": onednn_on(), "maxrss_mb": maxrss_mb()}
+            "read_only_clips_per_s": max(reads), "read_bytes": size, "onednn": onednn_on(), "maxrss_mb": maxrss_mb()}
 
 
 def _study_loader(tf, clip_samples: int, frame_length: int, frame_step: int, fft_length: int) -> Callable:
@@ -377,7 +383,8 @@ def train_levers(a: dict[str, Any]) -> dict[str, Any]:
     """Median time of one training step of the seed speech cnn (batch 16, in memory) per configuration.
 
     ``baseline`` is the train stage as it is (:class:`stages.optimizers.FusedAdam`); ``keras_adam`` swaps in
-    Keras' own Adam (the study's optimizer, about a dozen element-wise passes per update); ``jit`` compiles
+    Keras' own Adam (the study's optimizer, about a dozen element-wise passes per update); ``no_dropout``
+    prices the dropout layer's random mask (12.6 million numbers a step; the study's model keeps it); ``jit`` compiles
     the step with XLA (``jit_compile=True``);
     ``bf16`` uses Keras' ``mixed_bfloat16`` policy (oneDNN runs bfloat16 on CPUs with AVX512-BF16 or AMX);
     ``bf16_jit`` both. The process's oneDNN setting is the orchestrator's choice (environment).
@@ -399,7 +406,8 @@ def train_levers(a: dict[str, Any]) -> dict[str, Any]:
         keras.backend.clear_session()
         keras.utils.set_random_seed(0)
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bf16" in name else "float32")
-        model = build_model("cnn", shape, NUM_CLASSES, settings)
+        # no_dropout: not a lever (dropout is the study's), it prices the dropout masks' random numbers
+        model = build_model("cnn", shape, NUM_CLASSES, {**settings, "dropout": 0.0} if name == "no_dropout" else settings)
         optimizer = keras.optimizers.Adam() if name == "keras_adam" else FusedAdam()
         model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
                       jit_compile="jit" in name)

@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from stages import models as model_registry  # stdlib only at import time: no Keras
+from stages.runtime import PRECISIONS, STRATEGIES  # the allowed values live where they are used (stdlib only)
+from stages.train import LR_SCHEDULES  # stdlib only at import time
 from stages.common import StageError, load_params, run_main
 
 SOURCE = "params.yaml"
@@ -382,7 +384,7 @@ class PerDataset(Spec):
 # type from the builder's default. A setting whose default is None also accepts null.
 MODEL_SETTINGS: dict[str, Spec] = {
     "learning_rate": Float(gt=0, required=False, default=0.001),  # stages.models.TRAINING_KEYS
-    "lr_schedule": Enum("constant", "cosine", required=False, default="constant"),  # TRAINING_KEYS
+    "lr_schedule": Enum(*LR_SCHEDULES, required=False, default="constant"),  # TRAINING_KEYS
     "label_smoothing": Float(ge=0, lt=1, required=False, default=0.0),  # TRAINING_KEYS
     "filters": Int(ge=1),
     "kernel_size": Int(ge=1),
@@ -595,9 +597,9 @@ SCHEMA = Section({
             "enabled": Bool(required=False, default=True),
             "restore_best_weights": Bool(required=False, default=False),
         }),
-        "strategy": Enum("auto", "default", "mirrored", "multi_worker"),
+        "strategy": Enum(*STRATEGIES),
         "resume": Bool(required=False, default=False),
-        "mixed_precision": Enum("float32", "bfloat16", "auto", required=False, default="float32"),
+        "mixed_precision": Enum(*PRECISIONS, required=False, default="float32"),
     }),
     "models": Models(),
     "evaluate": Section({

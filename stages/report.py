@@ -89,6 +89,7 @@ FLOAT_COLUMNS = (
     "train_time_s", "test_time_ms", "latency_ms_p50", "latency_ms_p95",
     "test_loss", "test_accuracy", "best_val_accuracy",
 )
+NULLABLE_COLUMNS = ("best_val_accuracy",)
 METRICS_REQUIRED_KEYS = (
     "dataset", "variant", "seed", "source", "params", "model_size_bytes", "epochs_run",
     "train_time_s", "test_time_ms", "latency_ms_p50", "latency_ms_p95", "test_loss",
@@ -276,7 +277,8 @@ def load_run_metrics(eval_dir: Union[str, Path], dataset: str, variant: str, see
         if key != "seed":
             rec[key] = _as_int(raw[key], path, key)
     for key in FLOAT_COLUMNS:
-        rec[key] = _as_float(raw[key], path, key)
+        # null: the run had no validation data (train.validation_fraction: 0), empty in results.csv
+        rec[key] = math.nan if (key in NULLABLE_COLUMNS and raw[key] is None) else _as_float(raw[key], path, key)
 
     names = raw["class_names"]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):

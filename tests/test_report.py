@@ -1,6 +1,7 @@
 """Tests for stages/report.py on a small hand-made tree of eval and train outputs."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -606,3 +607,22 @@ def test_attention_folder_problems_are_one_line_errors(tmp_path):
     with pytest.raises(StageError, match=re.escape(str(folder / "index.json")) + ": not found.*dvc repro"):
         report.main(argv_for(paths))
     assert not (paths["out"] / "report.html").exists()  # nothing written on failure
+
+
+def test_runs_without_validation_data_report_an_empty_best_val_accuracy(tmp_path):
+    """train.validation_fraction: 0 leaves best_val_accuracy null; the report runs and leaves the cell empty."""
+    paths = write_tree(tmp_path)
+    for f in paths["eval"].rglob("metrics.json"):
+        m = json.loads(f.read_text())
+        m["best_val_accuracy"] = None
+        f.write_text(json.dumps(m))
+    assert report.main(argv_for(paths)) in (0, None)
+    rows = list(csv.DictReader((paths["out"] / "results.csv").open()))
+    assert rows and all(r["best_val_accuracy"] == "" for r in rows)
+    assert all(r["test_accuracy"] != "" for r in rows)
+    f = next(paths["eval"].rglob("metrics.json"))
+    m = json.loads(f.read_text())
+    m["test_loss"] = None   # other numbers stay required
+    f.write_text(json.dumps(m))
+    with pytest.raises(StageError, match="'test_loss' must be a number"):
+        report.collect_results(paths["eval"], DATASETS, VARIANTS, SEEDS)
