@@ -145,11 +145,12 @@ def serialize_example(feature: np.ndarray, label: int, index: int, fold: int, sp
     return example.SerializeToString()
 
 
-def parse_fn(spec: FeatureSpec):
+def parse_fn(spec: FeatureSpec, as_stored: bool = False):
     """Return ``parse(serialized) -> dict`` with ``feature`` float32 of ``spec.shape``, ``label``, ``index``, ``fold``.
 
     Works on a batch of serialized examples too (leading batch axis), which is
-    much faster inside ``tf.data`` than parsing one record at a time.
+    much faster inside ``tf.data`` than parsing one record at a time. ``as_stored``:
+    ``feature`` stays in ``spec.storage_dtype``, unscaled (:func:`to_model_input` finishes it).
     """
     import tensorflow as tf
 
@@ -175,12 +176,20 @@ def parse_fn(spec: FeatureSpec):
         else:
             raw = tf.io.decode_raw(parsed[FEATURE_KEY], storage)
         batch_shape = tf.shape(raw)[:-1]
-        feature = tf.reshape(tf.cast(raw, tf.float32), tf.concat([batch_shape, shape], axis=0))
-        if scale != 1.0:
-            feature = feature * scale
+        feature = tf.reshape(raw, tf.concat([batch_shape, shape], axis=0))
+        if not as_stored:
+            feature = to_model_input(feature, spec)
         return {FEATURE_KEY: feature, LABEL_KEY: parsed[LABEL_KEY], INDEX_KEY: parsed[INDEX_KEY], FOLD_KEY: parsed[FOLD_KEY]}
 
     return parse
+
+
+def to_model_input(feature, spec: FeatureSpec):
+    """Stored values (``spec.storage_dtype``, any leading axes) -> float32 model input (times ``spec.scale``)."""
+    import tensorflow as tf
+
+    feature = tf.cast(feature, tf.float32)
+    return feature * float(spec.scale) if float(spec.scale) != 1.0 else feature
 
 
 class ShardedWriter:
@@ -243,8 +252,9 @@ def load_split(
     *,
     folds: tuple[int, int] | None = None,
     ordered: bool = True,
+    as_stored: bool = False,
 ):
-    """A ``tf.data.Dataset`` of parsed example dicts from one split.
+    """A ``tf.data.Dataset`` of parsed example dicts from one split (``as_stored``: see :func:`parse_fn`).
 
     ``ordered``: examples come in file order (shard by shard); otherwise up to
     four shards are read in parallel and interleaved (deterministically), which
@@ -263,7 +273,7 @@ def load_split(
         num_parallel_reads=None if ordered else min(len(paths), 4),
     )
     # Batch before parsing: vectorized parsing is several times faster; then unbatch.
-    ds = ds.batch(256).map(parse_fn(spec), num_parallel_calls=autotune, deterministic=True).unbatch()
+    ds = ds.batch(256).map(parse_fn(spec, as_stored), num_parallel_calls=autotune, deterministic=True).unbatch()
     if folds is not None:
         lo, hi = folds
         ds = ds.filter(lambda ex: tf.logical_and(ex[FOLD_KEY] >= lo, ex[FOLD_KEY] < hi))
@@ -336,17 +346,21 @@ def batched(
 
     Parsed examples are cached in memory after the first pass (``cache``), so
     later epochs do no I/O or decoding; shuffling uses a fixed ``seed`` and a
-    new order every epoch.
+    new order every epoch. Examples are cached, shuffled and batched as stored
+    (float16 spectrograms, uint8 pixels: half or a quarter of float32's memory
+    and copying) and turned into float32 a batch at a time.
     """
     import tensorflow as tf
 
     num_classes = spec.num_classes
     shuffled = bool(shuffle_buffer and shuffle_buffer > 1)
-    ds = load_split(folder, spec, split, folds=folds, ordered=not shuffled)
-    ds = ds.map(lambda ex: (ex[FEATURE_KEY], tf.one_hot(ex[LABEL_KEY], num_classes)),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = load_split(folder, spec, split, folds=folds, ordered=not shuffled, as_stored=True)
+    ds = ds.map(lambda ex: (ex[FEATURE_KEY], ex[LABEL_KEY]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:
         ds = ds.cache()
     if shuffled:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda x, y: (to_model_input(x, spec), tf.one_hot(y, num_classes)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
