@@ -331,8 +331,8 @@ def pipeline(a: dict[str, Any]) -> dict[str, Any]:
     """Epoch times of the seed cnn fed by stages.tfrecords.batched vs by the same arrays already in memory.
 
     One model, its train step traced first on a few in-memory batches. Then, in ABBA order so that drift
-    cancels, two-epoch fits on a *fresh* input each time: ``tfrecords`` (a new ``batched()`` pipeline:
-    its first epoch reads and parses the TFRecords, the second reads its in-memory cache) and ``memory``
+    cancels, ``epochs``-epoch fits on a *fresh* input each time: ``tfrecords`` (a new ``batched()`` pipeline:
+    its first epoch reads and parses the TFRecords, any later one reads its in-memory cache) and ``memory``
     (``from_tensor_slices`` over the same arrays, same shuffle and batch).
     """
     tf = _ours(a["seed"])
@@ -362,9 +362,9 @@ def pipeline(a: dict[str, Any]) -> dict[str, Any]:
                   loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(in_memory().take(3), epochs=1, verbose=0)  # trace the train step once, outside the timings
 
-    def two_epochs(ds) -> list[float]:
+    def fit_epochs(ds) -> list[float]:
         timer = _epoch_timer()
-        model.fit(ds, epochs=2, callbacks=[timer], verbose=0)
+        model.fit(ds, epochs=a.get("epochs", 2), callbacks=[timer], verbose=0)
         return timer.seconds
 
     times: dict[str, list[list[float]]] = {"tfrecords": [], "memory": []}
@@ -373,7 +373,7 @@ def pipeline(a: dict[str, Any]) -> dict[str, Any]:
         for name in order:
             ds = batched(folder, spec, "train", bs, shuffle_buffer=buf, seed=seed) if name == "tfrecords" \
                 else in_memory()
-            times[name].append(two_epochs(ds))
+            times[name].append(fit_epochs(ds))
     return {"epoch_s": times, "train_examples": int(len(x)), "batch_size": bs, "onednn": onednn_on()}
 
 

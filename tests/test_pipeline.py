@@ -69,6 +69,8 @@ def test_results_csv_has_one_row_per_dataset_variant_seed(project):
         (d, v, "0") for d in DATASETS for v in VARIANTS]
     for r in rows:
         assert r["source"] == "embedded" and int(r["epochs_run"]) == 1
+        # tiny params: 4,000-sample clips, hop 128 -> 29 frames x 257 bins
+        assert r["features"] == {"mnist": "pixels 28x28", "speech": "linear |STFT| 29x257"}[r["dataset"]]
     counts = {(r["dataset"], r["variant"]): int(r["params"]) for r in rows}
     assert counts[("mnist", "cnn")] == 173_738 and counts[("mnist", "cnn_attention")] == 174_027
 
