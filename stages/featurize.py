@@ -100,8 +100,8 @@ def active_frames(num_samples: int, frames: int, frame_step: int) -> int:
 def active_spectrograms(waves: list[np.ndarray], s: dict[str, Any]) -> list[np.ndarray]:
     """|STFT| of only the frames that overlap each recording: float32 (frames_i, fft_length // 2 + 1) per clip.
 
-    Clip ``i`` cut or zero-padded to ``clip_samples`` has the spectrogram ``spectrograms(...)[i]``: these
-    rows, then frames of padding alone, which are exactly 0. The numbers are those of
+    Clip ``i`` cut or zero-padded to ``clip_samples`` has these rows, then frames of padding alone, which
+    are exactly 0. The numbers are those of
     :func:`spectrogram_batch` bit for bit (same periodic Hann window, same float32 product, TensorFlow's
     rfft row by row). Spoken digits are short (FSDD: 3,500 of 12,800 samples on average), so this skips
     about three quarters of the FFT work, and the stored records leave those zero rows out. All frames
@@ -128,18 +128,6 @@ def active_spectrograms(waves: list[np.ndarray], s: dict[str, Any]) -> list[np.n
     stacked *= tf.signal.hann_window(fl, dtype=tf.float32).numpy()
     mags = tf.abs(tf.signal.rfft(stacked, [s["fft_length"]])).numpy()
     return np.split(mags, np.cumsum(counts)[:-1])
-
-
-def spectrograms(waves: list[np.ndarray], s: dict[str, Any]) -> np.ndarray:
-    """|STFT| of clips cut or zero-padded to ``clip_samples``: float32 (B, frames, fft_length // 2 + 1).
-
-    :func:`active_spectrograms` with the padding frames filled in as zeros.
-    """
-    frames = num_frames(s["clip_samples"], s["frame_length"], s["frame_step"])
-    out = np.zeros((len(waves), frames, s["fft_length"] // 2 + 1), dtype=np.float32)
-    for i, rows in enumerate(active_spectrograms(waves, s)):
-        out[i, :len(rows)] = rows
-    return out
 
 
 def iter_speech_chunks(raw_dir: Path, rows: list[dict[str, str]], s: dict[str, Any],

@@ -162,8 +162,6 @@ def parse_fn(spec: FeatureSpec, as_stored: bool = False):
     }
     storage = tf.as_dtype(spec.storage_dtype)
     shape = list(spec.shape)
-    scale = float(spec.scale)
-
     trimmed_as = _TRIMMED_DECODE.get(spec.storage_dtype)
     full_bytes = int(np.prod(shape)) * storage.size
 

@@ -197,14 +197,9 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
     # Several replicas split every batch between them, and oneDNN's CPU kernels fail on an empty part: training
     # drops the last partial batch (a different few shuffled examples each epoch); validation keeps it unless
     # it is smaller than the number of replicas.
-    if s["validate_on_test"]:
-        train_ds = batched(features_dir, spec, "train", bs, shuffle_buffer=s["shuffle_buffer"], seed=seed,
-                           drop_remainder=replicas > 1)
-        val_split, val_folds = "test", None
-    else:
-        train_ds = batched(features_dir, spec, "train", bs, folds=(k, NUM_FOLDS),
-                           shuffle_buffer=s["shuffle_buffer"], seed=seed, drop_remainder=replicas > 1)
-        val_split, val_folds = "train", (0, k)
+    train_folds, val_split, val_folds = (None, "test", None) if s["validate_on_test"] else ((k, NUM_FOLDS), "train", (0, k))
+    train_ds = batched(features_dir, spec, "train", bs, folds=train_folds, shuffle_buffer=s["shuffle_buffer"], seed=seed,
+                       drop_remainder=replicas > 1)
     val_ds = None
     if s["validate_on_test"] or k > 0:
         rest = count_in_folds(spec, val_split, val_folds) % bs
@@ -224,8 +219,8 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
         else:
             state = {"epoch": 0, "rows": [], "train_time_s": 0.0, "early_stopping": {}}
             model = build_model(variant, tuple(spec.shape), spec.num_classes, s["model"])
-            n_train = count_in_folds(spec, "train", None if s["validate_on_test"] else (k, NUM_FOLDS))
-            steps = n_train // bs if replicas > 1 else -(-n_train // bs)
+            n_train = count_in_folds(spec, "train", train_folds)
+            steps = n_train // bs if replicas > 1 else -(-n_train // bs)  # as train_ds batches (drop_remainder)
             model.compile(optimizer=FusedAdam(learning_rate=learning_rate(s, steps)),
                           loss=keras.losses.CategoricalCrossentropy(label_smoothing=s.get("label_smoothing", 0.0)),
                           metrics=["accuracy"])

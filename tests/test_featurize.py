@@ -93,9 +93,11 @@ def test_spectrograms_of_active_frames_equal_the_padded_stft_bit_for_bit():
     waves = [rng.standard_normal(n).astype(np.float32) for n in (0, 1, 31, 33, 320, 1234, 4000, 5000)]
     padded = np.stack([featurize.fit_length(w, 4000) for w in waves])
     expected = featurize.spectrogram_batch(padded, 320, 32, 512)
-    got = featurize.spectrograms(waves, s)
-    assert got.shape == expected.shape and got.tobytes() == expected.tobytes()
     active = featurize.active_spectrograms(waves, s)
+    got = np.zeros_like(expected)
+    for i, rows in enumerate(active):
+        got[i, :len(rows)] = rows
+    assert got.shape == expected.shape and got.tobytes() == expected.tobytes()
     frames = featurize.num_frames(4000, 320, 32)
     assert [len(a) for a in active] == [0, 1, 1, 2, 10, 39, frames, frames]
     for rows, full in zip(active, expected):
