@@ -74,7 +74,7 @@ SIZES = {
              "pipeline_rounds": 1, "pipeline_epochs": 2, "accuracy_epochs": 1, "epochs": 2, "latency_repeats": 3,
              "batch_calls": {"mnist": 1, "speech": 1}, "lever_steps": 2, "default_repro": False},
 }
-LEVER_CONFIGS = ["baseline", "keras_adam", "no_dropout", "jit", "bf16", "bf16_jit"]
+LEVER_CONFIGS = ["baseline", "keras_adam", "keras_dropout", "no_dropout", "jit", "bf16", "bf16_jit"]
 
 
 def log(message: str) -> None:
@@ -319,7 +319,8 @@ class Bench:
             "speedup_upper_bound_reading_only": round(study["read_only_clips_per_s"] / study["clips_per_s"], 2),
             "upper_bound_note": "a featurize that only opened and read each file (Python, one thread, page cache "
                                 "warm) and did nothing else would be this many times faster than the study's pass",
-            "ours_includes": "stages.featurize.featurize: decode (scipy), batched |STFT| (chunk_clips), float16, "
+            "ours_includes": "stages.featurize.featurize: decode (scipy) and |STFT| of the frames that overlap each "
+                             "recording (one compiled call per chunk_clips clips, 2 worker threads), float16, "
                              "tf.train.Example, TFRecord write, statistics",
             "study_includes": "tf.data per-file map (AUTOTUNE): read_file, decode_wav, pad/cut, stft, abs, "
                               "expand dims; batches of 16 summed, nothing written",
@@ -711,6 +712,7 @@ def levers_markdown(d: dict[str, Any]) -> list[tuple[str, str]]:
                      "epoch (the reading epoch: the headline)"))
     step = lev.get("training_step", {}).get("configs", {})
     names = {"keras_adam": "training: Keras' own Adam instead of FusedAdam (speedup < 1: what FusedAdam buys)",
+             "keras_dropout": "training: Keras' own Dropout instead of FastDropout (speedup < 1: what FastDropout buys)",
              "no_dropout": "training: the same step without dropout (not a lever: prices the random masks)",
              "jit": "training: XLA (jit_compile)", "bf16": "training: mixed_bfloat16",
              "bf16_jit": "training: mixed_bfloat16 + XLA", "onednn_off": "training: oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)",

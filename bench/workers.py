@@ -312,8 +312,11 @@ def study_epoch(a: dict[str, Any]) -> dict[str, Any]:
                                                   [int(r["label"]) for r in test_rows]))
               .map(lambda f, y: (load(f), tf.one_hot(y, NUM_CLASSES)), num_parallel_calls=tf.data.AUTOTUNE)
               .batch(a["batch_size"]))  # the study validated on the test set every epoch
+    from stages.models.blocks import portable
+
     settings = load_params(a["params"])["models"]["cnn"]
-    model = build_model("cnn", (*_frames_bins(a), 1), NUM_CLASSES, settings)  # the study's layers, same param count
+    # the study's layers, same param count, with Keras' own Dropout (portable swaps FastDropout back)
+    model = portable(build_model("cnn", (*_frames_bins(a), 1), NUM_CLASSES, settings))
     model.compile(optimizer=keras.optimizers.Adam(), loss="categorical_crossentropy", metrics=["accuracy"])
     timer = _epoch_timer()
     stop = keras.callbacks.EarlyStopping(monitor="accuracy", patience=3)
@@ -382,9 +385,11 @@ def pipeline(a: dict[str, Any]) -> dict[str, Any]:
 def train_levers(a: dict[str, Any]) -> dict[str, Any]:
     """Median time of one training step of the seed speech cnn (batch 16, in memory) per configuration.
 
-    ``baseline`` is the train stage as it is (:class:`stages.optimizers.FusedAdam`); ``keras_adam`` swaps in
-    Keras' own Adam (the study's optimizer, about a dozen element-wise passes per update); ``no_dropout``
-    prices the dropout layer's random mask (12.6 million numbers a step; the study's model keeps it); ``jit`` compiles
+    ``baseline`` is the train stage as it is (:class:`stages.optimizers.FusedAdam`,
+    :class:`stages.models.blocks.FastDropout`); ``keras_adam`` swaps in Keras' own Adam (the study's
+    optimizer, about a dozen element-wise passes per update); ``keras_dropout`` Keras' own Dropout (the
+    study's); ``no_dropout`` prices the dropout layer's random mask (12.6 million numbers a step; the
+    study's model keeps it); ``jit`` compiles
     the step with XLA (``jit_compile=True``);
     ``bf16`` uses Keras' ``mixed_bfloat16`` policy (oneDNN runs bfloat16 on CPUs with AVX512-BF16 or AMX);
     ``bf16_jit`` both. The process's oneDNN setting is the orchestrator's choice (environment).
@@ -394,6 +399,7 @@ def train_levers(a: dict[str, Any]) -> dict[str, Any]:
 
     from stages.common import load_params
     from stages.models import build_model
+    from stages.models.blocks import portable
     from stages.optimizers import FusedAdam
 
     settings = load_params(a["params"])["models"]["cnn"]
@@ -408,6 +414,8 @@ def train_levers(a: dict[str, Any]) -> dict[str, Any]:
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bf16" in name else "float32")
         # no_dropout: not a lever (dropout is the study's), it prices the dropout masks' random numbers
         model = build_model("cnn", shape, NUM_CLASSES, {**settings, "dropout": 0.0} if name == "no_dropout" else settings)
+        if name == "keras_dropout":
+            model = portable(model)  # the same model with keras.layers.Dropout
         optimizer = keras.optimizers.Adam() if name == "keras_adam" else FusedAdam()
         model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
                       jit_compile="jit" in name)

@@ -16,6 +16,7 @@ STFT runs on a whole chunk at once.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ from stages.tfrecords import (FeatureSpec, RunningStats, ShardedWriter, assign_f
                               serialize_example, write_spec)
 
 SPLITS = ("train", "test")
+WORKERS = 2   # chunks decoded and transformed side by side while the caller writes
 
 
 def sort_class_names(labels: set[str]) -> list[str]:
@@ -97,64 +99,102 @@ def active_frames(num_samples: int, frames: int, frame_step: int) -> int:
     return min(frames, -(-max(0, num_samples) // frame_step))
 
 
-def active_spectrograms(waves: list[np.ndarray], s: dict[str, Any]) -> list[np.ndarray]:
-    """|STFT| of only the frames that overlap each recording: float32 (frames_i, fft_length // 2 + 1) per clip.
+def active_spectrograms(waves: list[np.ndarray], s: dict[str, Any], dtype: str = "float32",
+                        stats: RunningStats | None = None) -> list[np.ndarray]:
+    """|STFT| of only the frames that overlap each recording: ``dtype`` (frames_i, fft_length // 2 + 1) per clip.
 
     Clip ``i`` cut or zero-padded to ``clip_samples`` has these rows, then frames of padding alone, which
-    are exactly 0. The numbers are those of
-    :func:`spectrogram_batch` bit for bit (same periodic Hann window, same float32 product, TensorFlow's
-    rfft row by row). Spoken digits are short (FSDD: 3,500 of 12,800 samples on average), so this skips
-    about three quarters of the FFT work, and the stored records leave those zero rows out. All frames
-    of the chunk go through one rfft call; the arrays returned are views into its result.
+    are exactly 0. The numbers are those of :func:`spectrogram_batch` bit for bit (same periodic Hann
+    window, same float32 product, TensorFlow's rfft row by row), rounded to ``dtype`` (float16: to
+    nearest even, as numpy). Spoken digits are short (FSDD: 3,500 of 12,800 samples on average), so this
+    skips about three quarters of the FFT work, and the stored records leave those zero rows out. All
+    frames of the chunk go through one compiled call (window, rfft, magnitude, rounding and the statistics
+    in C++, the GIL released); the arrays returned are views into its result. ``stats``, when given, gets
+    the float32 magnitudes' count, sum, sum of squares, min and max (the zero frames are not included).
     """
-    import tensorflow as tf
-
     fl, step = s["frame_length"], s["frame_step"]
     frames = num_frames(s["clip_samples"], fl, step)
     bins = s["fft_length"] // 2 + 1
     counts = [active_frames(min(len(w), s["clip_samples"]), frames, step) for w in waves]
     if not sum(counts):
-        return [np.zeros((0, bins), np.float32) for _ in waves]
-    stacked = np.empty((sum(counts), fl), dtype=np.float32)
-    row = 0
-    for wave, k in zip(waves, counts):
+        return [np.zeros((0, bins), dtype) for _ in waves]
+    # One signal of the clips' spans end to end, each span zero-padded to a whole number of hops: then every
+    # frame of every clip starts on the same hop grid, and one framing of the signal holds them all (plus a
+    # few frames straddling two clips, which are dropped after the transform).
+    segments = [-(-((k - 1) * step + fl) // step) * step if k else 0 for k in counts]
+    signal = np.zeros(max(sum(segments), fl), dtype=np.float32)
+    starts, offset = [], 0
+    for wave, k, seg in zip(waves, counts, segments):
         if k:
-            span = (k - 1) * step + fl  # <= clip_samples
-            padded = np.zeros(span, dtype=np.float32)
-            n = min(span, len(wave))
-            padded[:n] = wave[:n]
-            stacked[row:row + k] = np.lib.stride_tricks.sliding_window_view(padded, fl)[::step]
-            row += k
-    stacked *= tf.signal.hann_window(fl, dtype=tf.float32).numpy()
-    mags = tf.abs(tf.signal.rfft(stacked, [s["fft_length"]])).numpy()
-    return np.split(mags, np.cumsum(counts)[:-1])
+            n = min(seg, len(wave), s["clip_samples"])
+            signal[offset:offset + n] = wave[:n]
+            starts.append(np.arange(k) + offset // step)
+            offset += seg
+    rows = np.concatenate(starts).astype(np.int32)
+    mags, total, total_sq, low, high = _magnitudes_fn(fl, step, s["fft_length"], str(dtype), stats is not None)(signal, rows)
+    if stats is not None:
+        stats.add_partial(len(rows) * bins, float(total), float(total_sq), float(low), float(high))
+    return np.split(np.asarray(mags), np.cumsum(counts)[:-1])  # a read-only view, no copy
+
+
+@functools.lru_cache(maxsize=None)
+def _magnitudes_fn(frame_length: int, frame_step: int, fft_length: int, dtype: str, with_stats: bool):
+    """A compiled ``(signal float32 (T,), rows int32 (N,)) -> (dtype (N, bins), sum, sum_sq, min, max)``.
+
+    Frames the signal on the hop grid, keeps frames ``rows`` and returns ``|rfft(frame * hann)|`` of each
+    (window, transform, magnitude, rounding and statistics in C++ with the GIL released).
+    """
+    import tensorflow as tf
+
+    window = tf.signal.hann_window(frame_length, dtype=tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int32)])
+    def magnitudes(signal, rows):
+        framed = tf.signal.frame(signal, frame_length, frame_step)
+        mags = tf.gather(tf.abs(tf.signal.rfft(framed * window, [fft_length])), rows)
+        if with_stats:  # float64 accumulators, as RunningStats.update
+            wide = tf.cast(mags, tf.float64)
+            partial = (tf.reduce_sum(wide), tf.reduce_sum(tf.square(wide)), tf.reduce_min(mags), tf.reduce_max(mags))
+        else:
+            partial = (tf.constant(0.0, tf.float64), tf.constant(0.0, tf.float64), tf.constant(0.0), tf.constant(0.0))
+        return (tf.cast(mags, dtype),) + partial
+
+    return magnitudes
 
 
 def iter_speech_chunks(raw_dir: Path, rows: list[dict[str, str]], s: dict[str, Any],
-                       lengths: list[int] | None = None) -> Iterator[tuple[list[dict[str, str]], list[np.ndarray]]]:
-    """Yield (rows, active spectrograms: float32 (frames_i, bins) per clip) chunk by chunk, in order.
+                       lengths: list[int] | None = None, stats: RunningStats | None = None
+                       ) -> Iterator[tuple[list[dict[str, str]], list[np.ndarray]]]:
+    """Yield (rows, active spectrograms: ``storage_dtype`` (frames_i, bins) per clip) chunk by chunk, in order.
 
-    The next chunk is decoded and transformed in a background thread while the caller serializes and
-    writes this one (decoding and the FFT release the GIL): two cores busy, two chunks in memory at most.
-    ``lengths``, when given, gets each clip's length in samples after resampling (before cut/pad).
+    The next :data:`WORKERS` chunks are decoded and transformed in background threads while the caller
+    serializes and writes this one (file reads and the compiled transform release the GIL), so a few
+    chunks are in memory at most.
+    ``lengths``, when given, gets each clip's length in samples after resampling (before cut/pad);
+    ``stats`` the statistics of the active frames (see :func:`active_spectrograms`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from stages.audio import read_audio
 
-    def work(chunk: list[dict[str, str]]) -> tuple[list[int], list[np.ndarray]]:
+    def work(chunk: list[dict[str, str]]) -> tuple[list[int], list[np.ndarray], RunningStats | None]:
         resampled = [resample(*read_audio(raw_dir / row["file"]), s["sample_rate_hz"]) for row in chunk]
-        return [len(x) for x in resampled], active_spectrograms(resampled, s)
+        part = RunningStats() if stats is not None else None  # merged by the caller's thread, in order
+        return [len(x) for x in resampled], active_spectrograms(resampled, s, s["storage_dtype"], part), part
 
     step = max(1, s["chunk_clips"])
     chunks = [rows[start:start + step] for start in range(0, len(rows), step)]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurize") as pool:
-        pending = pool.submit(work, chunks[0]) if chunks else None
+    workers = WORKERS
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featurize") as pool:
+        pending = [pool.submit(work, chunk) for chunk in chunks[:workers]]
         for i, chunk in enumerate(chunks):
-            done = pending.result()  # re-raises the worker's error (a one-line StageError naming the file)
-            pending = pool.submit(work, chunks[i + 1]) if i + 1 < len(chunks) else None
+            done = pending.pop(0).result()  # re-raises the worker's error (a one-line StageError naming the file)
+            if i + workers < len(chunks):
+                pending.append(pool.submit(work, chunks[i + workers]))
             if lengths is not None:
                 lengths.extend(done[0])
+            if stats is not None:
+                stats.merge(done[2])
             yield chunk, done[1]
 
 
@@ -176,11 +216,10 @@ def featurize_speech(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress
         spec.counts[split] = count_by_class(labels, class_names)
         index = 0
         with ShardedWriter(out_dir, spec, split, s["examples_per_shard"]) as writer:
-            for chunk, specs in iter_speech_chunks(raw_dir, rows, s, lengths):
+            for chunk, specs in iter_speech_chunks(raw_dir, rows, s, lengths, stats if split == "train" else None):
                 if split == "train" and specs:
-                    active = sum(len(x) for x in specs)
                     # the statistics of the padded spectrograms: the zero frames are counted, not made
-                    stats.update(np.concatenate(specs), zeros=(len(specs) * frames - active) * spec.shape[1])
+                    stats.add_zeros((len(specs) * frames - sum(map(len, specs))) * spec.shape[1])
                 for spectrogram in specs:
                     writer.write(serialize_example(spectrogram, labels[index], index, folds[index], spec))
                     index += 1

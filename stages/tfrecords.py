@@ -300,18 +300,30 @@ class RunningStats:
 
     def update(self, values: np.ndarray, zeros: int = 0) -> None:
         """Add ``values`` and ``zeros`` more values of 0 (padding that is not materialized)."""
-        if zeros:
-            self.n += zeros
-            self.min, self.max = min(self.min, 0.0), max(self.max, 0.0)
+        self.add_zeros(zeros)
         v = np.asarray(values)
-        if v.size == 0:
-            return
-        self.n += v.size
-        # float64 accumulation without a float64 copy of the data (squares in the data's own precision)
-        self.total += float(v.sum(dtype=np.float64))
-        self.total_sq += float(np.square(v).sum(dtype=np.float64))
-        self.min = min(self.min, float(v.min()))
-        self.max = max(self.max, float(v.max()))
+        if v.size:
+            # float64 accumulation without a float64 copy of the data (squares in the data's own precision)
+            self.add_partial(v.size, float(v.sum(dtype=np.float64)), float(np.square(v).sum(dtype=np.float64)),
+                             float(v.min()), float(v.max()))
+
+    def add_zeros(self, count: int) -> None:
+        """Add ``count`` values of 0 without making them."""
+        if count > 0:
+            self.n += int(count)
+            self.min, self.max = min(self.min, 0.0), max(self.max, 0.0)
+
+    def add_partial(self, n: int, total: float, total_sq: float, low: float, high: float) -> None:
+        """Add ``n`` values summarized elsewhere: their sum, sum of squares, min and max."""
+        if n > 0:
+            self.n += int(n)
+            self.total += total
+            self.total_sq += total_sq
+            self.min, self.max = min(self.min, low), max(self.max, high)
+
+    def merge(self, other: "RunningStats") -> None:
+        """Add everything ``other`` has seen (a worker's partial statistics)."""
+        self.add_partial(other.n, other.total, other.total_sq, other.min, other.max)
 
     def as_dict(self) -> dict[str, float]:
         if self.n == 0:

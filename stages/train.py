@@ -184,6 +184,7 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
     import keras
 
     from stages.models import build_model, feature_set
+    from stages.models.blocks import FastDropout  # noqa: F401 - registers the class that resumed checkpoints hold
     from stages.optimizers import FusedAdam  # also registers the class that resumed checkpoints hold
     from stages.runtime import for_replicas, keras_distribution_fixes, select_strategy, set_precision
     from stages.tfrecords import NUM_FOLDS, batched, count_in_folds, read_spec
@@ -337,14 +338,12 @@ def save_model(out: Path, model, spec, dataset: str, variant: str, seed: int, s:
     Everything here is a deterministic function of data, code and params (no timings), so a rerun
     yields the same bytes and DVC stores one copy.
     """
+    from stages.models.blocks import portable
     from stages.runtime import versions
-
-    import keras
 
     # Save an uncompiled copy: Adam's two moment buffers would triple the file (303 MB vs ~100 MB for
     # the speech cnn) and are not needed to evaluate or serve the model.
-    inference = keras.models.clone_model(model)
-    inference.set_weights(model.get_weights())
+    inference = portable(model)  # built-in layers only: loads without this package
     with atomic_dir(out) as tmp:
         inference.save(tmp / "model.keras")
         deterministic_keras_file(tmp / "model.keras")

@@ -40,3 +40,93 @@ def test_registry_lists_variants_and_rejects_unknown_names_and_settings():
         build_model("resnet9000", (28, 28, 1), 10)
     with pytest.raises(StageError, match=r"models\.cnn\.filterz is not a setting"):
         build_model("cnn", (28, 28, 1), 10, {"filterz": 3})
+
+
+# --------------------------------------------------------------------------- FastDropout (issue #4)
+
+def _fast_dropout(rate, seed=7, **kwargs):
+    from stages.models.blocks import FastDropout
+
+    return FastDropout(rate, seed=seed, **kwargs)
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5])
+def test_fast_dropout_keeps_values_with_the_keras_probability_and_scale(rate):
+    import numpy as np
+    import tensorflow as tf
+
+    x = tf.random.uniform((4, 251, 251, 4), 1.0, 2.0, seed=1)  # 1,008,016 values (odd per row), none zero
+    layer = _fast_dropout(rate)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+        total = tf.reduce_sum(y)
+    grad, y, x = tape.gradient(total, x).numpy(), y.numpy(), x.numpy()
+    kept = y != 0
+    dropped = 1.0 - kept.mean()
+    sd = (rate * (1 - rate) / kept.size) ** 0.5
+    assert abs(dropped - rate) < 5 * sd, (dropped, rate)
+    scale = np.float32(1.0 / (1.0 - rate))
+    np.testing.assert_array_equal(y[kept], x[kept] * scale)           # kept values scaled as Keras does
+    np.testing.assert_array_equal(grad, np.where(kept, scale, np.float32(0)))   # gradient: the same mask
+    # the mask is spread evenly: every row position and every channel drops at the rate
+    assert np.abs((~kept).mean(axis=(0, 1, 2)) - rate).max() < 0.01
+    assert np.abs((~kept).mean(axis=(0, 1, 3)) - rate).max() < 0.05
+
+
+def test_fast_dropout_is_identity_in_inference_and_seeded_in_training():
+    import numpy as np
+    import tensorflow as tf
+
+    x = tf.random.uniform((3, 5, 7, 2), 1.0, 2.0, seed=2)
+    a, b = _fast_dropout(0.2, seed=3), _fast_dropout(0.2, seed=3)
+    assert a(x, training=False) is x or np.array_equal(a(x, training=False).numpy(), x.numpy())
+    first, again = a(x, training=True).numpy(), b(x, training=True).numpy()
+    np.testing.assert_array_equal(first, again)                     # same seed: same masks
+    assert not np.array_equal(first, a(x, training=True).numpy())   # every call draws a new mask
+    odd = tf.ones((1, 3, 3, 1))                                     # an odd number of values
+    assert set(np.unique(a(odd, training=True).numpy())) <= {0.0, np.float32(1.25)}
+
+
+def test_fast_dropout_runs_in_bfloat16_and_under_tf_function():
+    import tensorflow as tf
+
+    layer = _fast_dropout(0.2, dtype="mixed_bfloat16")   # as train.mixed_precision: bfloat16 builds it
+    x = tf.cast(tf.random.uniform((2, 64, 64, 8), 1.0, 2.0, seed=4), tf.bfloat16)
+    y = tf.function(lambda t: layer(t, training=True))(x)
+    assert y.dtype == tf.bfloat16
+    dropped = float(tf.reduce_mean(tf.cast(y == 0, tf.float32)))
+    assert 0.17 < dropped < 0.23
+
+
+def test_study_models_train_with_fast_dropout_and_save_keras_dropout(tmp_path):
+    """The cnn trains with FastDropout; the saved copy has keras.layers.Dropout and loads in a Python that
+    never imports ``stages``, with the same predictions."""
+    import subprocess
+    import sys
+
+    import keras
+    import numpy as np
+
+    from stages.models.blocks import FastDropout, portable
+
+    keras.utils.set_random_seed(0)
+    model = build_model("cnn_attention", (28, 28, 1), 10)
+    assert type(model.get_layer("dropout")) is FastDropout
+    x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    y = keras.utils.to_categorical(np.arange(8) % 10, 10)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.train_on_batch(x, y)
+    copy = portable(model)
+    assert type(copy.get_layer("dropout")) is keras.layers.Dropout
+    assert copy.get_layer("dropout").get_config() == model.get_layer("dropout").get_config()
+    copy.save(tmp_path / "model.keras")
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np, keras\n"
+            "m = keras.models.load_model(sys.argv[1], safe_mode=True, compile=False)\n"
+            "np.save(sys.argv[3], m.predict(np.load(sys.argv[2]), verbose=0))\n"
+            "assert not [k for k in sys.modules if k == 'stages' or k.startswith('stages.')]\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "model.keras"), str(tmp_path / "x.npy"),
+                           str(tmp_path / "p.npy")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), model.predict(x, verbose=0))

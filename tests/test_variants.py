@@ -123,13 +123,13 @@ def test_forward_pass_and_one_training_step(variant, shape):
 
 @pytest.mark.parametrize("variant", NEW_VARIANTS)
 def test_saved_model_loads_in_safe_mode_without_the_model_code(variant, tmp_path):
-    """As the train stage saves (clone_model) and the evaluate stage loads (safe_mode, no stages.models)."""
+    """As the train stage saves (blocks.portable) and the evaluate stage loads (safe_mode, no stages.models)."""
     import keras
 
+    from stages.models.blocks import portable
+
     model = build_model(variant, (28, 28, 1), 10)
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    clone.save(tmp_path / "model.keras")
+    portable(model).save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True, compile=False)
     x, _ = _random_batch((28, 28, 1), n=2)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
@@ -255,12 +255,14 @@ assert not [m for m in sys.modules if m == "stages" or m.startswith("stages.")],
 
 @pytest.mark.parametrize("variant", RESNETS)
 def test_logmel_model_round_trips_through_safe_mode_without_the_project(variant, tmp_path):
-    """Saved as the train stage saves (clone_model + set_weights), loaded in a fresh Python that never imports
+    """Saved as the train stage saves (blocks.portable), loaded in a fresh Python that never imports
     ``stages``: same filterbank, identical predictions (log1p is a keras.ops node, the masks built-in layers)."""
     import subprocess
     import sys
 
     import keras
+
+    from stages.models.blocks import portable
 
     keras.utils.set_random_seed(0)
     model = build_model(variant, SMALL_SPECTROGRAM, 10, {"frontend": "logmel", "mel_bins": 16, "time_pool": 2,
@@ -268,9 +270,7 @@ def test_logmel_model_round_trips_through_safe_mode_without_the_project(variant,
     x, y = _random_batch(SMALL_SPECTROGRAM, n=8)
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     model.train_on_batch(x * 5, y)  # moving statistics away from their initial values
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    clone.save(tmp_path / "model.keras")
+    portable(model).save(tmp_path / "model.keras")
     np.save(tmp_path / "x.npy", x)
     proc = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_PROJECT, str(tmp_path / "model.keras"),
                            str(tmp_path / "x.npy"), str(tmp_path / "p.npy"), str(tmp_path / "mel.npy")],
