@@ -19,6 +19,7 @@ Multi-channel audio is mixed to mono; the sample rate is returned as is
 """
 from __future__ import annotations
 
+import io
 import os
 import stat
 import struct
@@ -91,60 +92,63 @@ def _not_audio_reason(head: bytes, kind: str) -> str:
     return f"not {article} {kind} file (starts with bytes {head[:4].hex(' ')})"
 
 
-def _check_wav_structure(path: Path, size: int, start: bytes) -> None:
-    """Walk the RIFF chunks: a clear reason for files scipy would reject cryptically or read silently short."""
+def _check_wav_structure(path: Path, size: int, start: bytes, fh) -> None:
+    """Walk the RIFF chunks of ``fh`` (the file's bytes, seekable): a clear reason for files scipy would reject
+    cryptically or read silently short."""
     if start[:4] not in (b"RIFF", b"RIFX", b"RF64"):
         raise BadFileError(path, _not_audio_reason(start, "WAV"))
-    with open(path, "rb") as fh:
-        head = fh.read(12)
-        if len(head) < 12 or head[8:12] != b"WAVE":
-            raise BadFileError(path, "not a WAV file (RIFF header without 'WAVE'; the file may be cut short)"
-                               if len(head) < 12 else f"RIFF file of type {head[8:12]!r}, not WAVE audio")
-        endian = ">" if head[:4] == b"RIFX" else "<"
-        pos, seen_fmt = 12, False
-        while True:
-            chunk = fh.read(8)
-            if len(chunk) < 8:
-                if not seen_fmt:
-                    raise BadFileError(path, "WAV header without a 'fmt ' chunk (the file is cut short or corrupt)")
-                raise BadFileError(path, "WAV header only: no 'data' chunk with audio samples")
-            cid, csize = chunk[:4], struct.unpack(endian + "I", chunk[4:])[0]
-            pos += 8
-            if cid == b"fmt ":
-                fmt = fh.read(min(csize, 16))
-                if len(fmt) < 16:
-                    raise BadFileError(path, "WAV 'fmt ' chunk is cut short")
-                _tag, channels, rate, _bps, _align, bits = struct.unpack(endian + "HHIIHH", fmt)
-                if channels == 0:
-                    raise BadFileError(path, "WAV header says 0 channels")
-                if bits == 0:
-                    raise BadFileError(path, "WAV header says 0 bits per sample")
-                if rate < MIN_RATE_HZ:
-                    raise BadFileError(path, f"invalid sample rate {rate} Hz in the WAV header")
-                seen_fmt = True
-            elif cid == b"data":
-                available = size - pos
-                # RF64 and streaming writers put 0xFFFFFFFF here: the real size is elsewhere / unknown.
-                if head[:4] != b"RF64" and csize != 0xFFFFFFFF and csize > available:
-                    raise BadFileError(path, f"truncated WAV data: the header declares {csize} bytes of samples "
-                                             f"but only {max(available, 0)} are present")
-                if csize == 0 or available <= 0:
-                    raise BadFileError(path, "WAV header only: the file has no audio samples")
-                return
-            pos += csize + (csize & 1)  # chunks are padded to an even size
-            if pos > size:
-                raise BadFileError(path, f"truncated WAV file: chunk {cid!r} runs past the end of the file")
-            fh.seek(pos)
+    fh.seek(0)
+    head = fh.read(12)
+    if len(head) < 12 or head[8:12] != b"WAVE":
+        raise BadFileError(path, "not a WAV file (RIFF header without 'WAVE'; the file may be cut short)"
+                           if len(head) < 12 else f"RIFF file of type {head[8:12]!r}, not WAVE audio")
+    endian = ">" if head[:4] == b"RIFX" else "<"
+    pos, seen_fmt = 12, False
+    while True:
+        chunk = fh.read(8)
+        if len(chunk) < 8:
+            if not seen_fmt:
+                raise BadFileError(path, "WAV header without a 'fmt ' chunk (the file is cut short or corrupt)")
+            raise BadFileError(path, "WAV header only: no 'data' chunk with audio samples")
+        cid, csize = chunk[:4], struct.unpack(endian + "I", chunk[4:])[0]
+        pos += 8
+        if cid == b"fmt ":
+            fmt = fh.read(min(csize, 16))
+            if len(fmt) < 16:
+                raise BadFileError(path, "WAV 'fmt ' chunk is cut short")
+            _tag, channels, rate, _bps, _align, bits = struct.unpack(endian + "HHIIHH", fmt)
+            if channels == 0:
+                raise BadFileError(path, "WAV header says 0 channels")
+            if bits == 0:
+                raise BadFileError(path, "WAV header says 0 bits per sample")
+            if rate < MIN_RATE_HZ:
+                raise BadFileError(path, f"invalid sample rate {rate} Hz in the WAV header")
+            seen_fmt = True
+        elif cid == b"data":
+            available = size - pos
+            # RF64 and streaming writers put 0xFFFFFFFF here: the real size is elsewhere / unknown.
+            if head[:4] != b"RF64" and csize != 0xFFFFFFFF and csize > available:
+                raise BadFileError(path, f"truncated WAV data: the header declares {csize} bytes of samples "
+                                         f"but only {max(available, 0)} are present")
+            if csize == 0 or available <= 0:
+                raise BadFileError(path, "WAV header only: the file has no audio samples")
+            return
+        pos += csize + (csize & 1)  # chunks are padded to an even size
+        if pos > size:
+            raise BadFileError(path, f"truncated WAV file: chunk {cid!r} runs past the end of the file")
+        fh.seek(pos)
 
 
-def _read_wav(path: Path, size: int, start: bytes) -> tuple[np.ndarray, int]:
+def _read_wav(path: Path, size: int, start: bytes, content: bytes) -> tuple[np.ndarray, int]:
     from scipy.io import wavfile
 
-    _check_wav_structure(path, size, start)
+    fh = io.BytesIO(content)  # the file is read once; the walk and scipy both parse these bytes
+    _check_wav_structure(path, size, start, fh)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scipy warns on unknown chunks (LIST, etc.)
-            rate, data = wavfile.read(path, mmap=False)
+            fh.seek(0)
+            rate, data = wavfile.read(fh, mmap=False)
     except Exception as exc:  # noqa: BLE001 - any decoder failure means this file is unusable
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadFileError(path, f"not a readable WAV file ({reason})") from None
@@ -195,7 +199,9 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
             raise BadFileError(path, "not a regular file")
         size = st.st_size
         with open(path, "rb") as fh:
-            head = fh.read(512)
+            # a WAV is read whole, once (clips are small); other formats only their first bytes here
+            content = fh.read() if suffix in WAV_SUFFIXES else b""
+            head = content[:512] if suffix in WAV_SUFFIXES else fh.read(512)
     except FileNotFoundError:
         reason = "broken symbolic link" if path.is_symlink() else "file not found"
         raise BadFileError(path, reason) from None
@@ -204,7 +210,7 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if size == 0:
         raise BadFileError(path, "empty file (0 bytes)")
     if suffix in WAV_SUFFIXES:
-        data, rate = _read_wav(path, size, head)
+        data, rate = _read_wav(path, len(content), head, content)
     else:
         kind = TFIO_SUFFIXES[suffix]
         if _looks_like_text(head):

@@ -131,18 +131,19 @@ def active_spectrograms(waves: list[np.ndarray], s: dict[str, Any], dtype: str =
             starts.append(np.arange(k) + offset // step)
             offset += seg
     rows = np.concatenate(starts).astype(np.int32)
-    mags, total, total_sq, low, high = _magnitudes_fn(fl, step, s["fft_length"], str(dtype), stats is not None)(signal, rows)
+    mags, total, total_sq, low, high = _magnitudes_fn(fl, step, s["fft_length"], str(dtype))(signal, rows)
     if stats is not None:
         stats.add_partial(len(rows) * bins, float(total), float(total_sq), float(low), float(high))
     return np.split(np.asarray(mags), np.cumsum(counts)[:-1])  # a read-only view, no copy
 
 
 @functools.lru_cache(maxsize=None)
-def _magnitudes_fn(frame_length: int, frame_step: int, fft_length: int, dtype: str, with_stats: bool):
+def _magnitudes_fn(frame_length: int, frame_step: int, fft_length: int, dtype: str):
     """A compiled ``(signal float32 (T,), rows int32 (N,)) -> (dtype (N, bins), sum, sum_sq, min, max)``.
 
     Frames the signal on the hop grid, keeps frames ``rows`` and returns ``|rfft(frame * hann)|`` of each
-    (window, transform, magnitude, rounding and statistics in C++ with the GIL released).
+    (window, transform, magnitude, rounding and statistics in C++ with the GIL released). The statistics
+    are always computed (a few percent of the call): one trace serves both splits.
     """
     import tensorflow as tf
 
@@ -152,12 +153,9 @@ def _magnitudes_fn(frame_length: int, frame_step: int, fft_length: int, dtype: s
     def magnitudes(signal, rows):
         framed = tf.signal.frame(signal, frame_length, frame_step)
         mags = tf.gather(tf.abs(tf.signal.rfft(framed * window, [fft_length])), rows)
-        if with_stats:  # float64 accumulators, as RunningStats.update
-            wide = tf.cast(mags, tf.float64)
-            partial = (tf.reduce_sum(wide), tf.reduce_sum(tf.square(wide)), tf.reduce_min(mags), tf.reduce_max(mags))
-        else:
-            partial = (tf.constant(0.0, tf.float64), tf.constant(0.0, tf.float64), tf.constant(0.0), tf.constant(0.0))
-        return (tf.cast(mags, dtype),) + partial
+        wide = tf.cast(mags, tf.float64)  # float64 accumulators, as RunningStats.update
+        return tf.cast(mags, dtype), tf.reduce_sum(wide), tf.reduce_sum(tf.square(wide)), tf.reduce_min(mags), \
+            tf.reduce_max(mags)
 
     return magnitudes
 
