@@ -92,12 +92,13 @@ def _not_audio_reason(head: bytes, kind: str) -> str:
     return f"not {article} {kind} file (starts with bytes {head[:4].hex(' ')})"
 
 
-def _check_wav_structure(path: Path, size: int, start: bytes, fh) -> None:
-    """Walk the RIFF chunks of ``fh`` (the file's bytes, seekable): a clear reason for files scipy would reject
-    cryptically or read silently short."""
-    if start[:4] not in (b"RIFF", b"RIFX", b"RF64"):
-        raise BadFileError(path, _not_audio_reason(start, "WAV"))
-    fh.seek(0)
+def _check_wav_structure(path: Path, content: bytes) -> None:
+    """Walk the RIFF chunks of the file's bytes: a clear reason for files scipy would reject cryptically or
+    read silently short."""
+    if content[:4] not in (b"RIFF", b"RIFX", b"RF64"):
+        raise BadFileError(path, _not_audio_reason(content[:512], "WAV"))
+    size = len(content)
+    fh = io.BytesIO(content)
     head = fh.read(12)
     if len(head) < 12 or head[8:12] != b"WAVE":
         raise BadFileError(path, "not a WAV file (RIFF header without 'WAVE'; the file may be cut short)"
@@ -139,16 +140,15 @@ def _check_wav_structure(path: Path, size: int, start: bytes, fh) -> None:
         fh.seek(pos)
 
 
-def _read_wav(path: Path, size: int, start: bytes, content: bytes) -> tuple[np.ndarray, int]:
+def _read_wav(path: Path, content: bytes) -> tuple[np.ndarray, int]:
+    """Decode a WAV file from its bytes (read once: the RIFF walk and scipy both parse them)."""
     from scipy.io import wavfile
 
-    fh = io.BytesIO(content)  # the file is read once; the walk and scipy both parse these bytes
-    _check_wav_structure(path, size, start, fh)
+    _check_wav_structure(path, content)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scipy warns on unknown chunks (LIST, etc.)
-            fh.seek(0)
-            rate, data = wavfile.read(fh, mmap=False)
+            rate, data = wavfile.read(io.BytesIO(content), mmap=False)
     except Exception as exc:  # noqa: BLE001 - any decoder failure means this file is unusable
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadFileError(path, f"not a readable WAV file ({reason})") from None
@@ -200,8 +200,8 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         size = st.st_size
         with open(path, "rb") as fh:
             # a WAV is read whole, once (clips are small); other formats only their first bytes here
-            content = fh.read() if suffix in WAV_SUFFIXES else b""
-            head = content[:512] if suffix in WAV_SUFFIXES else fh.read(512)
+            content = fh.read() if suffix in WAV_SUFFIXES else fh.read(512)
+        head = content[:512]
     except FileNotFoundError:
         reason = "broken symbolic link" if path.is_symlink() else "file not found"
         raise BadFileError(path, reason) from None
@@ -210,7 +210,7 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if size == 0:
         raise BadFileError(path, "empty file (0 bytes)")
     if suffix in WAV_SUFFIXES:
-        data, rate = _read_wav(path, len(content), head, content)
+        data, rate = _read_wav(path, content)
     else:
         kind = TFIO_SUFFIXES[suffix]
         if _looks_like_text(head):

@@ -110,12 +110,15 @@ def active_spectrograms(waves: list[np.ndarray], s: dict[str, Any], dtype: str =
     skips about three quarters of the FFT work, and the stored records leave those zero rows out. All
     frames of the chunk go through one compiled call (window, rfft, magnitude, rounding and the statistics
     in C++, the GIL released); the arrays returned are views into its result. ``stats``, when given, gets
-    the float32 magnitudes' count, sum, sum of squares, min and max (the zero frames are not included).
+    the statistics of the padded float32 spectrograms: the active frames' values, and the zero frames
+    counted without being made.
     """
     fl, step = s["frame_length"], s["frame_step"]
     frames = num_frames(s["clip_samples"], fl, step)
     bins = s["fft_length"] // 2 + 1
     counts = [active_frames(min(len(w), s["clip_samples"]), frames, step) for w in waves]
+    if stats is not None:
+        stats.add_zeros((len(waves) * frames - sum(counts)) * bins)
     if not sum(counts):
         return [np.zeros((0, bins), dtype) for _ in waves]
     # One signal of the clips' spans end to end, each span zero-padded to a whole number of hops: then every
@@ -169,7 +172,7 @@ def iter_speech_chunks(raw_dir: Path, rows: list[dict[str, str]], s: dict[str, A
     serializes and writes this one (file reads and the compiled transform release the GIL), so a few
     chunks are in memory at most.
     ``lengths``, when given, gets each clip's length in samples after resampling (before cut/pad);
-    ``stats`` the statistics of the active frames (see :func:`active_spectrograms`).
+    ``stats`` the statistics of the padded spectrograms (see :func:`active_spectrograms`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -182,13 +185,12 @@ def iter_speech_chunks(raw_dir: Path, rows: list[dict[str, str]], s: dict[str, A
 
     step = max(1, s["chunk_clips"])
     chunks = [rows[start:start + step] for start in range(0, len(rows), step)]
-    workers = WORKERS
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featurize") as pool:
-        pending = [pool.submit(work, chunk) for chunk in chunks[:workers]]
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="featurize") as pool:
+        pending = [pool.submit(work, chunk) for chunk in chunks[:WORKERS]]
         for i, chunk in enumerate(chunks):
             done = pending.pop(0).result()  # re-raises the worker's error (a one-line StageError naming the file)
-            if i + workers < len(chunks):
-                pending.append(pool.submit(work, chunks[i + workers]))
+            if i + WORKERS < len(chunks):
+                pending.append(pool.submit(work, chunks[i + WORKERS]))
             if lengths is not None:
                 lengths.extend(done[0])
             if stats is not None:
@@ -215,9 +217,6 @@ def featurize_speech(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress
         index = 0
         with ShardedWriter(out_dir, spec, split, s["examples_per_shard"]) as writer:
             for chunk, specs in iter_speech_chunks(raw_dir, rows, s, lengths, stats if split == "train" else None):
-                if split == "train" and specs:
-                    # the statistics of the padded spectrograms: the zero frames are counted, not made
-                    stats.add_zeros((len(specs) * frames - sum(map(len, specs))) * spec.shape[1])
                 for spectrogram in specs:
                     writer.write(serialize_example(spectrogram, labels[index], index, folds[index], spec))
                     index += 1
