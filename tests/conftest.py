@@ -52,13 +52,24 @@ def project_files() -> list[str]:
                   if f and (ROOT / f).is_file() and f != "dvc.lock" and not f.startswith("reports/"))
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a command with the project's virtualenv first on PATH; show its output when it fails."""
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
+        output: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a command with the project's virtualenv first on PATH; show its output when it fails.
+
+    ``output``: write stdout and stderr to this file instead of pipes (``stdout`` then holds the file's
+    text). Needed for a command that leaves a daemon behind (``dvc queue start``): the daemon inherits
+    the pipes, and reading them to their end would wait for the daemon too.
+    """
     full_env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1",
                     DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
                     GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")
     full_env.update(env or {})
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=full_env)
+    if output is None:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=full_env)
+    else:
+        with open(output, "w") as fh:
+            proc = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, text=True, env=full_env)
+        proc.stdout, proc.stderr = Path(output).read_text(errors="replace"), ""
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc

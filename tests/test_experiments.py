@@ -103,7 +103,9 @@ def test_plots_diff_overlays_both_experiments(exp_project):
 def test_queued_grid_runs_in_parallel_workers(exp_project):
     root, _ = exp_project
     run(["dvc", "exp", "run", "--queue", "-S", "train.batch_size.mnist=64,128"], root)
-    run(["dvc", "queue", "start", "-j", "2"], root)
+    # The daemon `dvc queue start` leaves behind has been seen to hang after its workers finished (DVC 3,
+    # celery): its output goes to a file, so only the status poll below, with its deadline, waits on it.
+    run(["dvc", "queue", "start", "-j", "2"], root, output=root.parent / "queue-start.log")
     deadline = time.monotonic() + 900
     while True:
         status = run(["dvc", "queue", "status"], root).stdout
