@@ -199,8 +199,14 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
     # drops the last partial batch (a different few shuffled examples each epoch); validation keeps it unless
     # it is smaller than the number of replicas.
     train_folds, val_split, val_folds = (None, "test", None) if s["validate_on_test"] else ((k, NUM_FOLDS), "train", (0, k))
+    n_train = count_in_folds(spec, "train", train_folds)
+    steps = n_train // bs if replicas > 1 else -(-n_train // bs)  # batches per epoch, as train_ds makes them
+    if steps < 1:
+        raise StageError(f"{dataset}: {n_train} training examples make no batch of train.batch_size={bs} on "
+                         f"{replicas} replicas; lower train.batch_size")
+    # One endless, reshuffled-every-pass input and steps_per_epoch: one iterator for the whole fit (see batched).
     train_ds = batched(features_dir, spec, "train", bs, folds=train_folds, shuffle_buffer=s["shuffle_buffer"], seed=seed,
-                       drop_remainder=replicas > 1)
+                       drop_remainder=replicas > 1, repeat=True)
     val_ds = None
     if s["validate_on_test"] or k > 0:
         rest = count_in_folds(spec, val_split, val_folds) % bs
@@ -220,8 +226,6 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
         else:
             state = {"epoch": 0, "rows": [], "train_time_s": 0.0, "early_stopping": {}}
             model = build_model(variant, tuple(spec.shape), spec.num_classes, s["model"])
-            n_train = count_in_folds(spec, "train", train_folds)
-            steps = n_train // bs if replicas > 1 else -(-n_train // bs)  # as train_ds batches (drop_remainder)
             model.compile(optimizer=FusedAdam(learning_rate=learning_rate(s, steps)),
                           loss=keras.losses.CategoricalCrossentropy(label_smoothing=s.get("label_smoothing", 0.0)),
                           metrics=["accuracy"])
@@ -254,7 +258,7 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
         history_epochs = 0  # the interrupted run had already met its stopping rule
     else:
         history = model.fit(train_ds, validation_data=val_ds, epochs=s["epochs"], initial_epoch=state["epoch"],
-                            callbacks=callbacks, verbose=verbose)
+                            steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
         history_epochs = len(history.history.get("loss", []))
     train_time_s = state["train_time_s"] + time.perf_counter() - start
 

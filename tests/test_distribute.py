@@ -59,7 +59,7 @@ write_spec(folder, spec)
 
 # 120 training examples (80 %), 40 for validation: batches of 8 split evenly over 2 replicas.
 s = {"epochs": 3, "batch_size": 8, "shuffle_buffer": 64, "validation_fraction": 0.2, "validate_on_test": False,
-     "early_stopping": {"enabled": False}, "strategy": "default", "resume": False, "learning_rate": 0.01,
+     "early_stopping": {"enabled": False}, "strategy": "default", "resume": False, "learning_rate": 0.002,
      "model": {"filters": 4, "kernel_size": 3, "dense_units": 8, "dropout": 0.0}}
 out = {"logical_cpus": len(tf.config.list_logical_devices("CPU")), "gpus": len(tf.config.list_logical_devices("GPU"))}
 for name in ("default", "mirrored"):
@@ -96,9 +96,10 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(mirrored):
     assert mirrored["logical_cpus"] == 2
     assert (one["replicas"], two["replicas"]) == (1, 2)
     # Same data order, same initial weights, gradients all-reduced over the two halves of each batch:
-    # the trained weights agree up to float rounding (summation order).
+    # the trained weights agree up to float rounding (summation order). The learning rate is small enough
+    # that training does not amplify that rounding (at 0.01 it grew from 1e-6 to 3e-4 in the third epoch).
     diffs = [max(abs(a - b) for a, b in zip(w1, w2)) for w1, w2 in zip(one["weights"], two["weights"])]
-    assert max(diffs) < 1e-4, diffs
+    assert max(diffs) < 2e-5, diffs
     # Validation loss is computed on the same examples with the same weights.
     for r1, r2 in zip(one["rows"], two["rows"]):
         assert r2[3] == pytest.approx(r1[3], rel=0.02), (one["rows"], two["rows"])

@@ -147,3 +147,19 @@ def test_running_stats_count_implicit_zeros_like_padded_arrays():
     for key, value in a.as_dict().items():
         assert b.as_dict()[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
     assert b.as_dict()["min"] == 0.0
+
+
+def test_repeated_batches_keep_epochs_whole_and_reshuffle_each_pass(tmp_path):
+    labels = np.arange(10) % 2
+    spec = FeatureSpec(dataset="t", shape=[1], storage_dtype="float32", class_names=["a", "b"])
+    write_examples(tmp_path, spec, "train", np.arange(10, dtype=np.float32)[:, None], labels, per_shard=4)
+    steps = 3  # 10 examples in batches of 4: 4, 4, 2 per epoch
+    ds = batched(tmp_path, spec, "train", 4, shuffle_buffer=100, seed=0, repeat=True)
+    batches = [x.numpy()[:, 0].tolist() for x, _ in ds.take(3 * steps)]
+    epochs = [sum(batches[e * steps:(e + 1) * steps], []) for e in range(3)]
+    assert [len(b) for b in batches] == [4, 4, 2] * 3  # no batch straddles two epochs
+    assert all(sorted(e) == list(range(10)) for e in epochs)  # every example once per epoch
+    assert len({tuple(e) for e in epochs}) == 3  # a new order every pass
+    # the same orders as iterating the finite pipeline once per epoch (what Keras did before)
+    finite = batched(tmp_path, spec, "train", 4, shuffle_buffer=100, seed=0)
+    assert epochs == [[v for x, _ in finite for v in x.numpy()[:, 0].tolist()] for _ in range(3)]
