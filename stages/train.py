@@ -202,8 +202,8 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
     n_train = count_in_folds(spec, "train", train_folds)
     steps = n_train // bs if replicas > 1 else -(-n_train // bs)  # batches per epoch, as train_ds makes them
     if steps < 1:
-        raise StageError(f"{dataset}: {n_train} training examples make no batch of train.batch_size={bs} on "
-                         f"{replicas} replicas; lower train.batch_size")
+        raise StageError(f"{dataset}: {n_train} training examples make no batch of train.batch_size={bs} over "
+                         f"{replicas} replica(s); add data, or lower train.validation_fraction or train.batch_size")
     # One endless, reshuffled-every-pass input and steps_per_epoch: one iterator for the whole fit (see batched).
     train_ds = batched(features_dir, spec, "train", bs, folds=train_folds, shuffle_buffer=s["shuffle_buffer"], seed=seed,
                        drop_remainder=replicas > 1, repeat=True)

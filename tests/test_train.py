@@ -108,3 +108,18 @@ def test_fused_adam_checkpoint_loads_in_safe_mode(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
     assert type(loaded.optimizer).__name__ == "FusedAdam" and int(loaded.optimizer.iterations) == 1
+
+
+def test_no_training_example_left_is_a_one_line_error(tmp_path):
+    # one example per class: the stratified 10 % validation slice takes every one of them
+    spec = FeatureSpec(dataset="mnist", shape=[8, 8, 1], storage_dtype="float32", class_names=["0", "1"])
+    labels = np.array([0, 1])
+    spec.counts["train"] = count_by_class(labels, spec.class_names)
+    with ShardedWriter(tmp_path, spec, "train", 64) as writer:
+        for i, (c, f) in enumerate(zip(labels, assign_folds(labels))):
+            writer.write(serialize_example(np.zeros((8, 8, 1), np.float32), c, i, f, spec))
+    write_spec(tmp_path, spec)
+    p = params()
+    p["train"]["validation_fraction"] = 0.1
+    with pytest.raises(StageError, match="0 training examples make no batch of train.batch_size=8"):
+        fit(tmp_path, "mnist", "cnn", 0, train_settings(p, "mnist", "cnn"), verbose=0)
