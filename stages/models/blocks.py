@@ -82,7 +82,7 @@ def study_head(x, num_classes: int, *, pool_size: int = 2, dropout: float = 0.2,
     x = FastDropout(dropout, name="dropout")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(dense_units, activation="relu", name="dense")(x)
-    return layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    return layers.Dense(num_classes, activation="softmax", name="probs", dtype="float32")(x)  # float32 under mixed precision
 
 
 def study_stem(input_shape, *, filters: int = 32, kernel_size: int = 3):
@@ -277,7 +277,7 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if dropout:
         x = FastDropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probs", dtype="float32")(x)  # as study_head
     return keras.Model(inputs, outputs, name=name)
 
 
