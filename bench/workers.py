@@ -281,14 +281,15 @@ def epoch_ours(a: dict[str, Any]) -> dict[str, Any]:
 
     clock = _EpochClock()
     # The study validated on the test set every epoch; our train stage does the same with validate_on_test.
+    # train.mixed_precision as params.yaml sets it (the train stage's own), unless the bench asks for another.
     s = _cnn_settings(a["params"], a["epochs"], validation_fraction=0.0, validate_on_test=True,
-                      mixed_precision=a.get("precision", "float32"))
+                      **({"mixed_precision": a["precision"]} if a.get("precision") else {}))
     start = time.perf_counter()
     _, spec, rows, summary = fit(Path(a["features"]), "speech", "cnn", a["seed"], s, live=clock, verbose=0)
     stamps = [start] + clock.stamps
     epochs = [b - a_ for a_, b in zip(stamps, stamps[1:])]  # the first includes model build and cache fill
     return {"epoch_s": epochs, "train_examples": spec.num_examples("train"), "test_examples": spec.num_examples("test"),
-            "batch_size": s["batch_size"],
+            "batch_size": s["batch_size"], "mixed_precision": summary["mixed_precision"],
             "onednn": onednn_on(), "num_replicas": summary["num_replicas"], "maxrss_mb": maxrss_mb()}
 
 
@@ -448,8 +449,10 @@ def inference(a: dict[str, Any]) -> dict[str, Any]:
     from stages.common import load_params
     from stages.evaluate import measure_latency_ms
     from stages.models import build_model
+    from stages.runtime import set_precision
 
     params = load_params(a["params"])
+    precision = set_precision(params["train"].get("mixed_precision", "float32"))  # as the train stage builds them
     rng = np.random.default_rng(0)
     out = {}
     for dataset, shape in a["shapes"].items():
@@ -468,7 +471,7 @@ def inference(a: dict[str, Any]) -> dict[str, Any]:
             out[f"{dataset}/{variant}"] = {"latency_ms_p50": round(p50, 3), "latency_ms_p95": round(p95, 3),
                                            f"throughput_examples_per_s_batch{a['batch']}": round(a["batch"] * calls / seconds, 1),
                                            "params": model.count_params(), "input_shape": list(shape)}
-    return {"models": out, "weights": "random (untrained)", "onednn": onednn_on()}
+    return {"models": out, "weights": "random (untrained)", "mixed_precision": precision, "onednn": onednn_on()}
 
 
 WORKERS = {f.__name__: f for f in (featurize_ours, study_featurize, storage, accuracy, epoch_ours, study_epoch,

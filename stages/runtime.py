@@ -163,12 +163,17 @@ def task_name() -> str:
 PRECISIONS = ("float32", "bfloat16", "auto")
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so oneDNN runs it fast."""
-    try:
-        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
-    except OSError:
-        return False
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so oneDNN runs it fast.
+
+    ``cpuinfo``: the text of ``/proc/cpuinfo`` (read when not given; no such file: False).
+    """
+    text = cpuinfo
+    if text is None:
+        try:
+            text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+        except OSError:
+            return False
     flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 

@@ -130,3 +130,53 @@ def test_study_models_train_with_fast_dropout_and_save_keras_dropout(tmp_path):
                            str(tmp_path / "p.npy")], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("variant", ["cnn_attention", "resnet_se"])
+def test_mixed_precision_computes_in_bfloat16_and_gives_float32_probabilities(variant):
+    """Under train.mixed_precision bfloat16 (or auto on a bf16 CPU) every layer but the output computes in
+    bfloat16 with float32 weights; the softmax stays float32, so probabilities sum to 1 to float32 precision."""
+    import keras
+    import numpy as np
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model(variant, (28, 28, 1), 10, {})
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    inner = {layer.compute_dtype for layer in model.layers if layer.weights and layer.name != "probs"}
+    assert inner == {"bfloat16"}
+    assert {w.dtype for w in model.weights} == {"float32"}
+    assert model.get_layer("probs").compute_dtype == "float32"
+    probs = model(np.random.default_rng(1).random((4, 28, 28, 1), dtype=np.float32), training=False)
+    assert probs.dtype == "float32"
+    np.testing.assert_allclose(np.asarray(probs).sum(axis=1), 1.0, atol=1e-6)
+
+
+FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {}\n"
+
+
+@pytest.mark.parametrize("extra,native", [("avx512_bf16", True), ("amx_bf16 amx_tile", True), ("avx512vl", False)])
+def test_cpu_bf16_detection(extra, native):
+    from stages.runtime import cpu_has_bf16
+
+    assert cpu_has_bf16(FLAGS.format(extra)) is native
+    assert cpu_has_bf16("") is False
+
+
+def test_auto_precision_follows_this_machine_and_sets_the_policy():
+    """``auto`` on this GPU-less machine: bfloat16 exactly when the CPU has AVX512-BF16/AMX (as CI's does)."""
+    import keras
+
+    from stages.runtime import cpu_has_bf16, set_precision
+
+    try:
+        chosen = set_precision("auto")
+        assert chosen == ("bfloat16" if cpu_has_bf16() else "float32")
+        assert keras.mixed_precision.global_policy().name == ("mixed_bfloat16" if chosen == "bfloat16" else "float32")
+        assert set_precision("float32") == "float32"
+        assert keras.mixed_precision.global_policy().name == "float32"
+        with pytest.raises(StageError, match="train.mixed_precision"):
+            set_precision("float16")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
