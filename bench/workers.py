@@ -450,9 +450,11 @@ def inference(a: dict[str, Any]) -> dict[str, Any]:
     from stages.evaluate import measure_latency_ms
     from stages.models import build_model
     from stages.runtime import set_precision
+    from stages.train import train_settings
 
     params = load_params(a["params"])
-    precision = set_precision(params["train"].get("mixed_precision", "float32"))  # as the train stage builds them
+    # The precision the train stage builds its models in (train.mixed_precision, read as the stage reads it).
+    precision = set_precision(train_settings(params, "speech", "cnn")["mixed_precision"])
     rng = np.random.default_rng(0)
     out = {}
     for dataset, shape in a["shapes"].items():
