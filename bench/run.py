@@ -2,7 +2,7 @@
 
 Writes ``reports/bench.json`` and ``reports/bench.md`` and prints the JSON. Every headline
 figure is a ratio of two things measured in this run, on the real Free Spoken Digit Dataset
-(prepared from the release archive with :func:`stages.fsdd.prepare_fsdd` into a temporary
+(prepared from the release archive with :func:`attention_cnn.data.fsdd.prepare_fsdd` into a temporary
 folder; nothing is written into the project except the two reports). Each measurement runs in
 its own process (:mod:`bench.workers`). ``met`` says per key whether its goal is met; a goal that
 is not met is reported as such, never adjusted.
@@ -10,13 +10,13 @@ is not met is reported as such, never adjusted.
 - ``featurize_speedup_vs_study``: clips/s of our featurize stage (decode, batched |STFT|, float16,
   TFRecords written) / clips/s of the study's per-file ``tf.data`` map over the same WAV files.
 - ``input_pipeline_overhead``: time of the training epoch of the seed speech cnn that reads our
-  TFRecords (a fresh ``stages.tfrecords.batched`` pipeline) / the same epoch fed from the same
+  TFRecords (a fresh ``attention_cnn.features.tfrecords.batched`` pipeline) / the same epoch fed from the same
   arrays in memory (``from_tensor_slices``); later, cached epochs are in the details.
 - ``stored_bytes_ratio``: bytes on disk per speech example (our TFRecords as configured in
   params.yaml) / raw float32 bytes (391*257*4); GZIP and ZLIB are measured beside it (size and
   read speed), and the seed cnn's test accuracy on float16 vs float32 features (met only when
   both the ratio and "accuracy unchanged within noise" hold).
-- ``epoch_time_ratio_vs_study``: epoch time of the seed speech cnn through ``stages.train.fit``
+- ``epoch_time_ratio_vs_study``: epoch time of the seed speech cnn through ``attention_cnn.training.train.fit``
   / the study's notebook code (per-file map every epoch, no cache, TensorFlow defaults), same
   clips, batch 16, validation on the test clips on both sides. Ours trains in the precision
   params.yaml gives the stage (``train.mixed_precision: auto``: bfloat16 on a CPU with
@@ -123,7 +123,7 @@ def fsdd_index(name: str) -> int:
 
 
 def write_manifest(folder: Path, rows: list[dict[str, Any]]) -> None:
-    from stages.common import write_csv_rows
+    from attention_cnn.common import write_csv_rows
 
     keys = ["file", "label", "split", "speaker"]
     write_csv_rows(folder / "manifest.csv", keys, [[r[k] for k in keys] for r in rows])
@@ -254,7 +254,7 @@ class Bench:
         return value
 
     def run(self) -> dict[str, Any]:
-        from stages.fsdd import prepare_fsdd
+        from attention_cnn.data.fsdd import prepare_fsdd
 
         started = time.perf_counter()
         tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=self.args.tmp))
@@ -272,7 +272,7 @@ class Bench:
             subset(self.raw_all, self.rows, self.raw_train,
                    lambda r: fsdd_index(r["file"]) in (tri if r["split"] == "train" else tei))
             self.tmp = tmp
-            from stages.common import load_params
+            from attention_cnn.common import load_params
 
             self.speech_cfg = load_params(self.args.params)["features"]["speech"]
             self.step("featurize", self.featurize)
@@ -327,7 +327,7 @@ class Bench:
             "speedup_upper_bound_reading_only": round(study["read_only_clips_per_s"] / study["clips_per_s"], 2),
             "upper_bound_note": "a featurize that only opened and read each file (Python, one thread, page cache "
                                 "warm) and did nothing else would be this many times faster than the study's pass",
-            "ours_includes": "stages.featurize.featurize: decode (scipy) and |STFT| of the frames that overlap each "
+            "ours_includes": "attention_cnn.features.featurize.featurize: decode (scipy) and |STFT| of the frames that overlap each "
                              "recording (one compiled call per chunk_clips clips, 2 worker threads), float16, "
                              "tf.train.Example, TFRecord write, statistics",
             "study_includes": "tf.data per-file map (AUTOTUNE): read_file, decode_wav, pad/cut, stft, abs, "
@@ -362,7 +362,7 @@ class Bench:
                                "read_examples_per_s (load_split then batch(64)), so not a lever figure",
             "note": "every option holds the same records re-written (ZLIB:1 = zlib level 1; the others TensorFlow's "
                     "default level); compress_ms_per_example = extra write time over the uncompressed rewrite, "
-                    "what featurize would pay; read = stages.tfrecords.load_split over train+test, best of 2, "
+                    "what featurize would pay; read = attention_cnn.features.tfrecords.load_split over train+test, best of 2, "
                     "files in page cache",
         }
 
@@ -417,7 +417,7 @@ class Bench:
             "float32_per_epoch": r["float32"]["test_accuracy_per_epoch"],
             "float16_per_epoch": r["float16"]["test_accuracy_per_epoch"],
             "train_examples": r["float16"]["train_examples"], "test_examples": r["float16"]["test_examples"],
-            "epochs": r["float16"]["epochs"], "model": "seed cnn (stages.train.fit, seed 0, deterministic ops)",
+            "epochs": r["float16"]["epochs"], "model": "seed cnn (attention_cnn.training.train.fit, seed 0, deterministic ops)",
             "noise_1sd": noise_sd([r["float32"]["test_accuracy"], r["float16"]["test_accuracy"]],
                                   r["float16"]["test_examples"]),
             "noise_note": "1 sd of a test accuracy on this many clips, sqrt(p(1-p)/n) at the mean p, at least 1/n; "
@@ -438,7 +438,7 @@ class Bench:
         first = sum(r[0] for r in rec) / sum(m[0] for m in mem)
         self.results["input_pipeline_overhead"] = first
         details = {
-            "value_is": "the first epoch of fits that read and parse the TFRecords (a fresh stages.tfrecords.batched "
+            "value_is": "the first epoch of fits that read and parse the TFRecords (a fresh attention_cnn.features.tfrecords.batched "
                         "pipeline each), summed, / the first epoch of the same fits from arrays in memory, summed",
             "fastest_first_epoch_ratio": round(min(r[0] for r in rec) / min(m[0] for m in mem), 4),
             "train_examples": res["train_examples"], "batch_size": 16, "rounds": len(rec),
@@ -485,7 +485,7 @@ class Bench:
             "study_all_epochs_s": [[round(t, 2) for t in r["epoch_s"]] for r in (study, study2)],
             "ours_onednn": ours["onednn"], "study_onednn": study["onednn"],
             "validation": "the test clips every epoch on both sides (the study's choice; ours: validate_on_test)",
-            "ours": "stages.train.fit as params.yaml configures it: TFRecords via batched() (parsed once, cached), "
+            "ours": "attention_cnn.training.train.fit as params.yaml configures it: TFRecords via batched() (parsed once, cached), "
                     "op determinism on, train.mixed_precision as set there",
             "ours_mixed_precision": ours["mixed_precision"],
             "study": "the notebook's pipeline: per-file tf.data map (read, decode, pad, STFT) every epoch, shuffle 1000, "
@@ -523,7 +523,7 @@ class Bench:
         return [1 + (c["clip_samples"] - c["frame_length"]) // c["frame_step"], c["fft_length"] // 2 + 1, 1]
 
     def inference(self) -> None:
-        from stages.common import load_params
+        from attention_cnn.common import load_params
 
         variants = load_params(self.args.params)["variants"]
         frames = 1 + (self.speech_cfg["clip_samples"] - self.speech_cfg["frame_length"]) // self.speech_cfg["frame_step"]
@@ -553,7 +553,7 @@ class Bench:
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "total_s": round(total_s, 1), "step_s": self.step_s, "cpus": os.cpu_count(),
             "cpu": _cpu_model(), "python": platform.python_version(), "tensorflow": _tf_version(),
-            "data": "Free Spoken Digit Dataset v1.0.10 (real recordings), prepared with stages.fsdd.prepare_fsdd",
+            "data": "Free Spoken Digit Dataset v1.0.10 (real recordings), prepared with attention_cnn.data.fsdd.prepare_fsdd",
             "load_average_at_start": self.load_at_start,
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()]})
 

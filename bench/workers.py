@@ -3,7 +3,7 @@
 Each worker prints its result as the last stdout line, ``BENCH_RESULT {json}``. Workers named
 ``study_*`` re-implement the study's notebook code (``../shared/STUDY.md``) with TensorFlow's
 defaults: the orchestrator starts them without ``TF_ENABLE_ONEDNN_OPTS``, and they never call
-:func:`stages.runtime.configure_tensorflow`. All other workers use the project's own code path
+:func:`attention_cnn.training.runtime.configure_tensorflow`. All other workers use the project's own code path
 and configure TensorFlow as the stages do (oneDNN on, op determinism on).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ NUM_CLASSES = 10
 # --------------------------------------------------------------------------- set-up helpers
 
 def _ours(seed: int | None = None):
-    from stages.runtime import configure_tensorflow
+    from attention_cnn.training.runtime import configure_tensorflow
 
     configure_tensorflow(seed=seed)
     import tensorflow as tf
@@ -56,7 +56,7 @@ def maxrss_mb() -> float:
 
 
 def _manifest(raw: str, split: str | None = None) -> list[dict[str, str]]:
-    from stages.common import read_csv_dicts
+    from attention_cnn.common import read_csv_dicts
 
     rows = sorted(read_csv_dicts(Path(raw) / "manifest.csv"), key=lambda r: r["file"])
     return [r for r in rows if split is None or r["split"] == split]
@@ -67,7 +67,7 @@ def _folder_bytes(folder: str | Path) -> int:
 
 
 def _speech_params(params_file: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    from stages.common import load_params
+    from attention_cnn.common import load_params
 
     params = load_params(params_file)
     params["features"]["speech"].update(overrides or {})
@@ -93,7 +93,7 @@ def _epoch_timer():
 
 
 class _EpochClock:
-    """Stands in for dvclive's ``Live`` in :func:`stages.train.fit`: stamps the time at every epoch end."""
+    """Stands in for dvclive's ``Live`` in :func:`attention_cnn.training.train.fit`: stamps the time at every epoch end."""
 
     def __init__(self) -> None:
         self.stamps: list[float] = []
@@ -108,9 +108,9 @@ class _EpochClock:
 # --------------------------------------------------------------------------- featurize
 
 def featurize_ours(a: dict[str, Any]) -> dict[str, Any]:
-    """Our featurize stage (``stages.featurize.featurize``) on ``raw``; TFRecords written to ``out``."""
+    """Our featurize stage (``attention_cnn.features.featurize.featurize``) on ``raw``; TFRecords written to ``out``."""
     _ours()
-    from stages.featurize import featurize
+    from attention_cnn.features.featurize import featurize
 
     import tensorflow as tf
 
@@ -183,7 +183,7 @@ def storage(a: dict[str, Any]) -> dict[str, Any]:
     tf = _ours()
     from dataclasses import replace
 
-    from stages.tfrecords import load_split, parse_fn, read_spec, shard_paths, write_spec
+    from attention_cnn.features.tfrecords import load_split, parse_fn, read_spec, shard_paths, write_spec
 
     src = Path(a["features"])
     spec = read_spec(src)
@@ -230,7 +230,7 @@ def storage(a: dict[str, Any]) -> dict[str, Any]:
             "bytes": nbytes, "bytes_per_example": nbytes / n, "ratio_vs_float32": nbytes / n / raw_bytes,
             "read_examples_per_s": n / min(reads), "read_s": min(reads), "count_read": count,
             "rewrite_s": write_s}
-    # Lever: the vectorized parse in stages.tfrecords.load_split (batch 256, then parse) vs one record at a time.
+    # Lever: the vectorized parse in attention_cnn.features.tfrecords.load_split (batch 256, then parse) vs one record at a time.
     parse = parse_fn(spec)
     paths = shard_paths(src, spec, "train") + shard_paths(src, spec, "test")
     start = time.perf_counter()
@@ -243,8 +243,8 @@ def storage(a: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- training
 
 def _cnn_settings(params_file: str, epochs: int, **extra) -> dict[str, Any]:
-    from stages.common import load_params
-    from stages.train import train_settings
+    from attention_cnn.common import load_params
+    from attention_cnn.training.train import train_settings
 
     s = train_settings(load_params(params_file), "speech", "cnn")
     s.update({"epochs": epochs, "resume": False,
@@ -254,11 +254,11 @@ def _cnn_settings(params_file: str, epochs: int, **extra) -> dict[str, Any]:
 
 
 def accuracy(a: dict[str, Any]) -> dict[str, Any]:
-    """Test accuracy of the seed cnn trained with stages.train.fit on each feature folder (same seed, same data)."""
+    """Test accuracy of the seed cnn trained with attention_cnn.training.train.fit on each feature folder (same seed, same data)."""
     _ours(a["seed"])
     import keras
 
-    from stages.train import fit
+    from attention_cnn.training.train import fit
 
     out = {}
     for tag, folder in a["folders"].items():  # tag "<name>" or "<name>@bfloat16" (train.mixed_precision)
@@ -275,9 +275,9 @@ def accuracy(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def epoch_ours(a: dict[str, Any]) -> dict[str, Any]:
-    """Epoch times of the seed speech cnn through our train path (stages.train.fit, batched() input)."""
+    """Epoch times of the seed speech cnn through our train path (attention_cnn.training.train.fit, batched() input)."""
     _ours(a["seed"])
-    from stages.train import fit
+    from attention_cnn.training.train import fit
 
     clock = _EpochClock()
     # The study validated on the test set every epoch; our train stage does the same with validate_on_test.
@@ -298,8 +298,8 @@ def study_epoch(a: dict[str, Any]) -> dict[str, Any]:
     tf = _study(a["seed"])
     import keras
 
-    from stages.common import load_params
-    from stages.models import build_model
+    from attention_cnn.common import load_params
+    from attention_cnn.models import build_model
 
     rows = _manifest(a["raw"], "train")
     files = [str(Path(a["raw"]) / r["file"]) for r in rows]
@@ -313,7 +313,7 @@ def study_epoch(a: dict[str, Any]) -> dict[str, Any]:
                                                   [int(r["label"]) for r in test_rows]))
               .map(lambda f, y: (load(f), tf.one_hot(y, NUM_CLASSES)), num_parallel_calls=tf.data.AUTOTUNE)
               .batch(a["batch_size"]))  # the study validated on the test set every epoch
-    from stages.models.blocks import portable
+    from attention_cnn.models.blocks import portable
 
     settings = load_params(a["params"])["models"]["cnn"]
     # the study's layers, same param count, with Keras' own Dropout (portable swaps FastDropout back)
@@ -332,7 +332,7 @@ def _frames_bins(a: dict[str, Any]) -> tuple[int, int]:
 
 
 def pipeline(a: dict[str, Any]) -> dict[str, Any]:
-    """Epoch times of the seed cnn fed by stages.tfrecords.batched vs by the same arrays already in memory.
+    """Epoch times of the seed cnn fed by attention_cnn.features.tfrecords.batched vs by the same arrays already in memory.
 
     One model, its train step traced first on a few in-memory batches. Then, in ABBA order so that drift
     cancels, ``epochs``-epoch fits on a *fresh* input each time: ``tfrecords`` (a new ``batched()`` pipeline:
@@ -342,9 +342,9 @@ def pipeline(a: dict[str, Any]) -> dict[str, Any]:
     tf = _ours(a["seed"])
     import keras
 
-    from stages.common import load_params
-    from stages.models import build_model
-    from stages.tfrecords import FEATURE_KEY, LABEL_KEY, batched, load_split, read_spec
+    from attention_cnn.common import load_params
+    from attention_cnn.models import build_model
+    from attention_cnn.features.tfrecords import FEATURE_KEY, LABEL_KEY, batched, load_split, read_spec
 
     folder = Path(a["features"])
     spec = read_spec(folder)
@@ -386,8 +386,8 @@ def pipeline(a: dict[str, Any]) -> dict[str, Any]:
 def train_levers(a: dict[str, Any]) -> dict[str, Any]:
     """Median time of one training step of the seed speech cnn (batch 16, in memory) per configuration.
 
-    ``baseline`` is the train stage as it is (:class:`stages.optimizers.FusedAdam`,
-    :class:`stages.models.blocks.FastDropout`); ``keras_adam`` swaps in Keras' own Adam (the study's
+    ``baseline`` is the train stage as it is (:class:`attention_cnn.training.optimizers.FusedAdam`,
+    :class:`attention_cnn.models.blocks.FastDropout`); ``keras_adam`` swaps in Keras' own Adam (the study's
     optimizer, about a dozen element-wise passes per update); ``keras_dropout`` Keras' own Dropout (the
     study's); ``no_dropout`` prices the dropout layer's random mask (12.6 million numbers a step; the
     study's model keeps it); ``jit`` compiles
@@ -398,10 +398,10 @@ def train_levers(a: dict[str, Any]) -> dict[str, Any]:
     tf = _ours(0)
     import keras
 
-    from stages.common import load_params
-    from stages.models import build_model
-    from stages.models.blocks import portable
-    from stages.optimizers import FusedAdam
+    from attention_cnn.common import load_params
+    from attention_cnn.models import build_model
+    from attention_cnn.models.blocks import portable
+    from attention_cnn.training.optimizers import FusedAdam
 
     settings = load_params(a["params"])["models"]["cnn"]
     shape = tuple(a["shape"])
@@ -446,11 +446,11 @@ def inference(a: dict[str, Any]) -> dict[str, Any]:
     Models have random (untrained) weights: speed does not depend on the weight values.
     """
     tf = _ours(0)
-    from stages.common import load_params
-    from stages.evaluate import measure_latency_ms
-    from stages.models import build_model
-    from stages.runtime import set_precision
-    from stages.train import train_settings
+    from attention_cnn.common import load_params
+    from attention_cnn.evaluation.evaluate import measure_latency_ms
+    from attention_cnn.models import build_model
+    from attention_cnn.training.runtime import set_precision
+    from attention_cnn.training.train import train_settings
 
     params = load_params(a["params"])
     # The precision the train stage builds its models in (train.mixed_precision, read as the stage reads it).

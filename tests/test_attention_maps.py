@@ -1,4 +1,4 @@
-"""Attention maps (stages/attention_maps.py, evaluate --attention-dir): which examples, which layers, what the
+"""Attention maps (attention_cnn/evaluation/attention_maps.py, evaluate --attention-dir): which examples, which layers, what the
 maps hold, where they sit on the input, and that the files are deterministic. Tiny models built in-test."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from stages import attention_maps as am
-from stages.common import StageError
+from attention_cnn.evaluation import attention_maps as am
+from attention_cnn.common import StageError
 
 SHAPE = (12, 12, 1)
 CLASSES = ["0", "1", "2", "3"]
@@ -33,7 +33,7 @@ def saved_and_loaded(variant: str, tmp_path: Path, shape=SHAPE, change=None):
     """A tiny variant as the train stage saves it and the evaluate stage loads it (safe mode, no model code)."""
     import keras
 
-    from stages.models import build_model
+    from attention_cnn.models import build_model
 
     keras.utils.set_random_seed(0)
     model = build_model(variant, shape, len(CLASSES), SMALL[variant])
@@ -268,7 +268,7 @@ def test_attention_outputs_for_models_with_and_without_attention(tmp_path):
 
 
 def write_features(folder: Path, n_test: int = 8) -> Path:
-    from stages.tfrecords import FeatureSpec, ShardedWriter, assign_folds, serialize_example, write_spec
+    from attention_cnn.features.tfrecords import FeatureSpec, ShardedWriter, assign_folds, serialize_example, write_spec
 
     spec = FeatureSpec(dataset="toy", shape=list(SHAPE), storage_dtype="float32", class_names=CLASSES)
     folder.mkdir(parents=True)
@@ -286,7 +286,7 @@ def write_features(folder: Path, n_test: int = 8) -> Path:
 
 @pytest.mark.parametrize("variant", ["cnn_attention", "cnn"])
 def test_evaluate_stage_writes_the_attention_folder(variant, tmp_path):
-    from stages import evaluate
+    from attention_cnn.evaluation import evaluate
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()

@@ -21,9 +21,11 @@ import yaml
 from scipy.io import wavfile
 
 from conftest import deep_update
-from stages import audio, featurize, fetch_speech
-from stages.common import StageError, read_csv_dicts
-from stages.tfrecords import load_split
+from attention_cnn.data import audio
+from attention_cnn.features import featurize
+from attention_cnn.data import speech as fetch_speech
+from attention_cnn.common import StageError, read_csv_dicts
+from attention_cnn.features.tfrecords import load_split
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 8000
@@ -502,7 +504,7 @@ def _cli(tmp_path: Path, on_bad_file: str, bad_name: str = "zz_broken.wav") -> s
     full = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), params(root, on_bad_file))
     (tmp_path / "params.yaml").write_text(json.dumps(full), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "stages.fetch_speech", "--params", str(tmp_path / "params.yaml"),
+    return subprocess.run([sys.executable, "-m", "attention_cnn.data.speech", "--params", str(tmp_path / "params.yaml"),
                            "--out", str(tmp_path / "out")], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
 

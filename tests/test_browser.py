@@ -36,7 +36,7 @@ for path in (ROOT, TESTS):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from stages import report  # noqa: E402
+from attention_cnn.report import report  # noqa: E402
 from test_report import argv_for, write_tree  # noqa: E402  the small hand-made eval/train tree
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.common import StageError
-from stages.runtime import check_strategy, is_chief, task_name
+from attention_cnn.common import StageError
+from attention_cnn.training.runtime import check_strategy, is_chief, task_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = "DISTRIBUTE_RESULT "
 
 # Writes a small learnable feature folder (12x12x1, 10 classes: a bright patch whose place is the
-# class) through stages.tfrecords, then trains the seed `cnn` (shrunk, no dropout) through
-# stages.train.fit once with the default strategy and once with MirroredStrategy over two logical CPUs.
+# class) through attention_cnn.features.tfrecords, then trains the seed `cnn` (shrunk, no dropout) through
+# attention_cnn.training.train.fit once with the default strategy and once with MirroredStrategy over two logical CPUs.
 SCRIPT = r'''
 import json, sys, time
 from pathlib import Path
@@ -32,13 +32,13 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from stages.runtime import configure_tensorflow, select_strategy
+from attention_cnn.training.runtime import configure_tensorflow, select_strategy
 configure_tensorflow(seed=0)
 import keras
 import numpy as np
-from stages.tfrecords import (FeatureSpec, ShardedWriter, assign_folds, count_by_class, serialize_example,
+from attention_cnn.features.tfrecords import (FeatureSpec, ShardedWriter, assign_folds, count_by_class, serialize_example,
                               write_spec)
-from stages.train import fit
+from attention_cnn.training.train import fit
 
 folder = Path(sys.argv[1])
 folder.mkdir(parents=True, exist_ok=True)
@@ -123,7 +123,7 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _train_cmd(params: Path, features: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "stages.train", "--params", str(params), "--dataset", "mnist", "--variant", "cnn",
+    return [sys.executable, "-m", "attention_cnn.training.train", "--params", str(params), "--dataset", "mnist", "--variant", "cnn",
             "--seed", "0", "--features", str(features), "--out", str(out / "model"),
             "--history", str(out / "history.csv"), "--summary", str(out / "summary.json"),
             "--live-dir", str(out / "live"), "--checkpoint-dir", str(out / "ckpt")]

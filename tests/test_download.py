@@ -1,4 +1,4 @@
-"""Tests for stages.download: a real HTTP client against a loopback server, and tar safety."""
+"""Tests for attention_cnn.data.download: a real HTTP client against a loopback server, and tar safety."""
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +17,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from stages.common import StageError
-from stages.download import download, safe_extract_tar
+from attention_cnn.common import StageError
+from attention_cnn.data.download import download, safe_extract_tar
 
 BODY = os.urandom(150_000)
 BODY_SHA = hashlib.sha256(BODY).hexdigest()
@@ -187,7 +187,7 @@ def test_always_500_fails_after_n_attempts_leaving_nothing(http_server, tmp_path
 
 
 def test_backoff_is_exponential(http_server, tmp_path, monkeypatch):
-    import stages.download as mod
+    import attention_cnn.data.download as mod
 
     sleeps: list[float] = []
     monkeypatch.setattr(mod.time, "sleep", lambda s: sleeps.append(s))

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, copy_project, run
-from stages.tfrecords import FeatureSpec, ShardedWriter, assign_folds, serialize_example, write_spec
+from attention_cnn.features.tfrecords import FeatureSpec, ShardedWriter, assign_folds, serialize_example, write_spec
 
 PY = sys.executable
 
@@ -49,7 +49,7 @@ def write_params(path: Path, epochs: int, resume: bool) -> Path:
 
 
 def train_cmd(tmp: Path, features: Path, params: Path, tag: str, checkpoint: Path | None = None) -> list[str]:
-    cmd = [PY, "-m", "stages.train", "--params", str(params), "--dataset", "toy", "--variant", "cnn", "--seed", "0",
+    cmd = [PY, "-m", "attention_cnn.training.train", "--params", str(params), "--dataset", "toy", "--variant", "cnn", "--seed", "0",
            "--features", str(features), "--out", str(tmp / tag / "model"), "--history", str(tmp / tag / "history.csv"),
            "--summary", str(tmp / tag / "summary.json"), "--live-dir", str(tmp / tag / "live")]
     return cmd + (["--checkpoint-dir", str(checkpoint)] if checkpoint else [])
@@ -116,7 +116,7 @@ def test_resume_continues_after_kill_9(tmp_path):
 def test_checkpoint_from_other_settings_is_not_resumed(tmp_path):
     features = make_features(tmp_path / "feat", 64)
     ckpt = tmp_path / "ckpt"
-    from stages.train import Checkpoint
+    from attention_cnn.training.train import Checkpoint
     Checkpoint(ckpt, "x").folder.mkdir(parents=True)
     (ckpt / "state.json").write_text(json.dumps({"key": "other", "epoch": 1}))
     (ckpt / "state.keras").write_bytes(b"not used")
@@ -131,7 +131,7 @@ def test_models_load_in_safe_mode_only(tmp_path):
     inputs = keras.Input((2,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
     model.save(tmp_path / "evil.keras")
-    from stages.evaluate import evaluate
+    from attention_cnn.evaluation.evaluate import evaluate
     (tmp_path / "m").mkdir()
     (tmp_path / "evil.keras").rename(tmp_path / "m" / "model.keras")
     (tmp_path / "summary.json").write_text(json.dumps({"dataset": "t", "variant": "v", "seed": 0, "epochs_run": 1,

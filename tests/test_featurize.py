@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from stages import featurize, fetch_speech
-from stages.common import StageError, read_csv_dicts
-from stages.tfrecords import load_split, read_spec
+from attention_cnn.features import featurize
+
+from attention_cnn.data import speech as fetch_speech
+from attention_cnn.common import StageError, read_csv_dicts
+from attention_cnn.features.tfrecords import load_split, read_spec
 
 STUDY = {"sample_rate_hz": 8000, "clip_samples": 12800, "frame_length": 320, "frame_step": 32, "fft_length": 512}
 
@@ -72,7 +74,7 @@ def test_featurize_speech_end_to_end_from_mixed_rate_stereo_files(tmp_path):
     # stored features equal a direct computation (float16 rounding aside)
     rows = sorted((r for r in read_csv_dicts(tmp_path / "raw/manifest.csv")
                    if r["split"] == "test"), key=lambda r: r["file"])
-    from stages.audio import read_audio
+    from attention_cnn.data.audio import read_audio
     samples, rate = read_audio(tmp_path / "raw" / rows[0]["file"])
     direct = featurize.spectrogram_batch(featurize.fit_length(featurize.resample(samples, rate, 8000), 4000)[None],
                                          320, 32, 512)[0]

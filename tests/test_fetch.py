@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from stages import fetch_mnist, fetch_speech
-from stages.common import StageError, read_csv_dicts, sha256_file
+from attention_cnn.data import mnist as fetch_mnist
+
+from attention_cnn.data import speech as fetch_speech
+from attention_cnn.common import StageError, read_csv_dicts, sha256_file
 
 
 # ---------- MNIST ----------

@@ -1,4 +1,4 @@
-"""Tests for stages.fsdd: name parsing, split rule, and prepare_fsdd on real and tampered archives."""
+"""Tests for attention_cnn.data.fsdd: name parsing, split rule, and prepare_fsdd on real and tampered archives."""
 from __future__ import annotations
 
 import hashlib
@@ -17,9 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from stages.common import StageError
-from stages.download import download
-from stages.fsdd import (
+from attention_cnn.common import StageError
+from attention_cnn.data.download import download
+from attention_cnn.data.fsdd import (
     FSDD_DEFAULT_URL,
     MANIFEST_KEYS,
     fsdd_split,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from stages.common import StageError
-from stages.models import available, build_model
+from attention_cnn.common import StageError
+from attention_cnn.models import available, build_model
 
 STUDY_COUNTS = {
     ("cnn", (28, 28, 1)): 173_738,
@@ -45,7 +45,7 @@ def test_registry_lists_variants_and_rejects_unknown_names_and_settings():
 # --------------------------------------------------------------------------- FastDropout (issue #4)
 
 def _fast_dropout(rate, seed=7, **kwargs):
-    from stages.models.blocks import FastDropout
+    from attention_cnn.models.blocks import FastDropout
 
     return FastDropout(rate, seed=seed, **kwargs)
 
@@ -108,7 +108,7 @@ def test_study_models_train_with_fast_dropout_and_save_keras_dropout(tmp_path):
     import keras
     import numpy as np
 
-    from stages.models.blocks import FastDropout, portable
+    from attention_cnn.models.blocks import FastDropout, portable
 
     keras.utils.set_random_seed(0)
     model = build_model("cnn_attention", (28, 28, 1), 10)
@@ -125,7 +125,7 @@ def test_study_models_train_with_fast_dropout_and_save_keras_dropout(tmp_path):
     code = ("import sys, numpy as np, keras\n"
             "m = keras.models.load_model(sys.argv[1], safe_mode=True, compile=False)\n"
             "np.save(sys.argv[3], m.predict(np.load(sys.argv[2]), verbose=0))\n"
-            "assert not [k for k in sys.modules if k == 'stages' or k.startswith('stages.')]\n")
+            "assert not [k for k in sys.modules if k == 'attention_cnn' or k.startswith('attention_cnn.')]\n")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "model.keras"), str(tmp_path / "x.npy"),
                            str(tmp_path / "p.npy")], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -158,7 +158,7 @@ FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {}\n"
 
 @pytest.mark.parametrize("extra,native", [("avx512_bf16", True), ("amx_bf16 amx_tile", True), ("avx512vl", False)])
 def test_cpu_bf16_detection(extra, native):
-    from stages.runtime import cpu_has_bf16
+    from attention_cnn.training.runtime import cpu_has_bf16
 
     assert cpu_has_bf16(FLAGS.format(extra)) is native
     assert cpu_has_bf16("") is False
@@ -168,7 +168,7 @@ def test_auto_precision_follows_this_machine_and_sets_the_policy():
     """``auto`` on this GPU-less machine: bfloat16 exactly when the CPU has AVX512-BF16/AMX (as CI's does)."""
     import keras
 
-    from stages.runtime import cpu_has_bf16, set_precision
+    from attention_cnn.training.runtime import cpu_has_bf16, set_precision
 
     try:
         chosen = set_precision("auto")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import params_check
-from stages.common import StageError
-from stages.params_check import validate
+from attention_cnn.config import schema as params_check
+from attention_cnn.common import StageError
+from attention_cnn.config.schema import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -46,7 +46,7 @@ def test_the_real_params_yaml_validates():
 
 
 def test_validation_does_not_import_keras_or_tensorflow():
-    code = ("import sys, yaml; from stages.params_check import validate; "
+    code = ("import sys, yaml; from attention_cnn.config.schema import validate; "
             "validate(yaml.safe_load(open('params.yaml'))); "
             "bad = [m for m in ('keras', 'tensorflow', 'numpy') if m in sys.modules]; "
             "sys.exit(f'imported {bad}' if bad else 0)")
@@ -286,7 +286,7 @@ def test_every_key_in_params_yaml_is_in_the_schema():
 def test_model_settings_match_the_builders_signatures():
     import inspect
 
-    import stages.models as registry
+    import attention_cnn.models as registry
 
     for variant in registry.available():
         builder = registry.get_builder(variant)  # imports keras: the slow, authoritative way
@@ -299,9 +299,9 @@ def test_model_settings_match_the_builders_signatures():
 
 def test_constants_mirror_the_stages():
     """The few facts copied here to keep validation free of numpy/TensorFlow imports."""
-    from stages.fetch_mnist import IDX_FILES
-    from stages.fetch_speech import LABEL_RULES
-    from stages.tfrecords import NUM_FOLDS
+    from attention_cnn.data.mnist import IDX_FILES
+    from attention_cnn.data.speech import LABEL_RULES
+    from attention_cnn.features.tfrecords import NUM_FOLDS
 
     assert set(params_check.MNIST_IDX_FILES) == set(IDX_FILES)
     assert params_check.NUM_FOLDS == NUM_FOLDS
@@ -310,7 +310,7 @@ def test_constants_mirror_the_stages():
 
 
 def test_a_new_variant_file_is_picked_up_from_its_signature(tmp_path, monkeypatch):
-    import stages.models as registry
+    import attention_cnn.models as registry
 
     src = Path(registry.__file__).parent
     pkg = tmp_path / "models"
@@ -338,7 +338,7 @@ def test_a_new_variant_file_is_picked_up_from_its_signature(tmp_path, monkeypatc
 
 
 def cli(tmp_path: Path, params: dict | None) -> subprocess.CompletedProcess:
-    args = [str(VENV_PYTHON), "-m", "stages.params_check"]
+    args = [str(VENV_PYTHON), "-m", "attention_cnn.config.schema"]
     if params is not None:
         path = tmp_path / "params.yaml"
         path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -368,7 +368,7 @@ def test_cli_error_is_one_stderr_line_and_exit_1(tmp_path, params, expected):
 
 
 def test_cli_missing_file_is_one_line(tmp_path):
-    proc = subprocess.run([str(VENV_PYTHON), "-m", "stages.params_check", "--params", str(tmp_path / "nope.yaml")],
+    proc = subprocess.run([str(VENV_PYTHON), "-m", "attention_cnn.config.schema", "--params", str(tmp_path / "nope.yaml")],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 1
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("error:")

@@ -1,4 +1,4 @@
-"""Tests for stages/report.py on a small hand-made tree of eval and train outputs."""
+"""Tests for attention_cnn/report/report.py on a small hand-made tree of eval and train outputs."""
 from __future__ import annotations
 
 import csv
@@ -15,8 +15,8 @@ import yaml
 # Make `stages` importable when pytest is run as `.venv/bin/pytest` from the project root.
 ROOT = Path(__file__).resolve().parents[1]
 
-from stages import report
-from stages.common import StageError, run_main
+from attention_cnn.report import report
+from attention_cnn.common import StageError, run_main
 
 DATASETS = ["speech", "mnist"]  # deliberately unsorted: outputs must come out sorted
 VARIANTS = ["cnn_attention", "cnn"]
@@ -441,7 +441,7 @@ def paired(tmp_path_factory):
 
 
 def test_comparisons_csv_columns_and_values(paired):
-    from stages import stats
+    from attention_cnn.report import stats
 
     df = pd.read_csv(paired["out"] / "comparisons.csv", dtype={"seeds": str})
     assert list(df.columns)[:7] == ["dataset", "variant", "baseline", "delta_accuracy", "ci_low", "ci_high",
@@ -465,7 +465,7 @@ def test_comparisons_csv_columns_and_values(paired):
 
 
 def test_verdict_sentences_in_markdown_and_html(paired):
-    from stages import stats
+    from attention_cnn.report import stats
 
     base = [i < 30 for i in range(N_TEST)] * 2
     _, low, high = stats.paired_bootstrap_delta(base, paired_correct("cnn_attention") * 2)
@@ -499,7 +499,7 @@ def test_baseline_mapping():
     assert report.baseline_of("cnn") is None and report.baseline_of("resnet") is None
     assert report.baseline_of("vgg_se") == "vgg"  # the naming rule for variants not in BASELINE_OF
     assert report.comparison_pairs(["cnn_se", "resnet_se", "cnn"]) == [("cnn_se", "cnn")]  # resnet not run
-    from stages.models import available
+    from attention_cnn.models import available
 
     for variant in available():  # every registered attention variant has a registered baseline
         if report.baseline_of(variant) is not None:

@@ -19,8 +19,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from stages import fetch_speech, fsdd, params_check, report
-from stages.common import StageError
+from attention_cnn.data import speech as fetch_speech
+
+from attention_cnn.data import fsdd
+
+from attention_cnn.config import schema as params_check
+
+from attention_cnn.report import report
+from attention_cnn.common import StageError
 
 REAL_ARCHIVE = ROOT.parent / "shared/data/fsdd/free-spoken-digit-dataset-1.0.10.tar.gz"
 CHECKSUMS = ROOT / "data/checksums/fsdd-1.0.10.sha256"

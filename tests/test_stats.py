@@ -1,4 +1,4 @@
-"""stages/stats.py: the paired bootstrap and the exact McNemar test can say "no" as well as "yes"."""
+"""attention_cnn/report/stats.py: the paired bootstrap and the exact McNemar test can say "no" as well as "yes"."""
 from __future__ import annotations
 
 import sys
@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from stages import stats
-from stages.stats import discordant_counts, mcnemar_exact, mcnemar_exact_counts, paired_bootstrap_delta
+from attention_cnn.report import stats
+from attention_cnn.report.stats import discordant_counts, mcnemar_exact, mcnemar_exact_counts, paired_bootstrap_delta
 
 
 def correlated_pair(n: int, acc_a: float, acc_b: float, seed: int):

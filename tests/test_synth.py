@@ -1,4 +1,4 @@
-"""Tests for stages/synth.py (espeak-ng digit synthesis). Fast: a few hundred short clips at most."""
+"""Tests for attention_cnn/data/synth.py (espeak-ng digit synthesis). Fast: a few hundred short clips at most."""
 from __future__ import annotations
 
 import io
@@ -11,9 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from stages import synth
-from stages.common import StageError, sha256_file
-from stages.synth import (
+from attention_cnn.data import synth
+from attention_cnn.common import StageError, sha256_file
+from attention_cnn.data.synth import (
     DIGIT_WORDS,
     Synthesizer,
     Voice,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.common import StageError
-from stages.tfrecords import (NUM_FOLDS, FeatureSpec, ShardedWriter, assign_folds, batched, count_in_folds,
+from attention_cnn.common import StageError
+from attention_cnn.features.tfrecords import (NUM_FOLDS, FeatureSpec, ShardedWriter, assign_folds, batched, count_in_folds,
                               load_split, read_spec, serialize_example, write_spec)
 
 
@@ -136,7 +136,7 @@ def test_uint8_features_with_fewer_rows_are_zero_padded(tmp_path):
 
 
 def test_running_stats_count_implicit_zeros_like_padded_arrays():
-    from stages.tfrecords import RunningStats
+    from attention_cnn.features.tfrecords import RunningStats
 
     rng = np.random.default_rng(2)
     rows = rng.random((7, 5), dtype=np.float32) + 1.0

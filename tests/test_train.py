@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.common import StageError
-from stages.models import feature_set
-from stages.tfrecords import FeatureSpec, ShardedWriter, assign_folds, count_by_class, serialize_example, write_spec
-from stages.train import fit, train_settings
+from attention_cnn.common import StageError
+from attention_cnn.models import feature_set
+from attention_cnn.features.tfrecords import FeatureSpec, ShardedWriter, assign_folds, count_by_class, serialize_example, write_spec
+from attention_cnn.training.train import fit, train_settings
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_fused_adam_makes_keras_adams_update():
     """One fused kernel, the same formula: weights match Keras' Adam after several steps."""
     import keras
 
-    from stages.optimizers import FusedAdam
+    from attention_cnn.training.optimizers import FusedAdam
 
     rng = np.random.default_rng(0)
     x, y = rng.random((32, 6), dtype=np.float32), rng.random((32, 3), dtype=np.float32)
@@ -100,7 +100,7 @@ def test_fused_adam_makes_keras_adams_update():
 def test_fused_adam_checkpoint_loads_in_safe_mode(tmp_path):
     import keras
 
-    from stages.optimizers import FusedAdam
+    from attention_cnn.training.optimizers import FusedAdam
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(FusedAdam(learning_rate=0.01), "mse")

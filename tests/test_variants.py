@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from stages.models import available, build_model
-from stages.models.blocks import token_pool_size
+from attention_cnn.models import available, build_model
+from attention_cnn.models.blocks import token_pool_size
 
 NEW_VARIANTS = ["cnn_se", "cnn_cbam", "cnn_mhsa", "resnet", "resnet_se", "resnet_cbam"]
 SHAPES = [(28, 28, 1), (391, 257, 1)]
@@ -78,7 +78,7 @@ def test_self_attention_context_is_added_back_where_it_was_pooled():
     """Odd sizes (7x5, pool 3): the added context is constant exactly on the SAME-pooling windows."""
     import keras
 
-    from stages.models.blocks import pooled_self_attention
+    from attention_cnn.models.blocks import pooled_self_attention
 
     h, w, p = 7, 5, 3
     inputs = keras.Input((h, w, 4))
@@ -123,10 +123,10 @@ def test_forward_pass_and_one_training_step(variant, shape):
 
 @pytest.mark.parametrize("variant", NEW_VARIANTS)
 def test_saved_model_loads_in_safe_mode_without_the_model_code(variant, tmp_path):
-    """As the train stage saves (blocks.portable) and the evaluate stage loads (safe_mode, no stages.models)."""
+    """As the train stage saves (blocks.portable) and the evaluate stage loads (safe_mode, no attention_cnn.models)."""
     import keras
 
-    from stages.models.blocks import portable
+    from attention_cnn.models.blocks import portable
 
     model = build_model(variant, (28, 28, 1), 10)
     portable(model).save(tmp_path / "model.keras")
@@ -198,7 +198,7 @@ def test_logmel_frontend_shapes(time_pool, mel_bins):
 
 
 def test_linear_frontend_is_the_default_and_images_pass_unchanged():
-    from stages.models.blocks import is_spectrogram
+    from attention_cnn.models.blocks import is_spectrogram
 
     default = [layer.name for layer in build_model("resnet", SPEECH, 10).layers]
     assert default == [layer.name for layer in build_model("resnet", SPEECH, 10, {"frontend": "linear"}).layers]
@@ -211,7 +211,7 @@ def test_linear_frontend_is_the_default_and_images_pass_unchanged():
 def test_the_mel_filterbank_is_frozen_and_a_weight():
     import tensorflow as tf
 
-    from stages.models.blocks import mel_matrix
+    from attention_cnn.models.blocks import mel_matrix
 
     model = build_model("resnet", SPEECH, 10, LOGMEL)
     mel = model.get_layer("frontend_mel")
@@ -249,7 +249,7 @@ import keras
 model = keras.models.load_model(sys.argv[1], safe_mode=True, compile=False)
 np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
 np.save(sys.argv[4], model.get_layer("frontend_mel").get_weights()[0])
-assert not [m for m in sys.modules if m == "stages" or m.startswith("stages.")], "stages was imported"
+assert not [m for m in sys.modules if m == "attention_cnn" or m.startswith("attention_cnn.")], "attention_cnn was imported"
 """
 
 
@@ -262,7 +262,7 @@ def test_logmel_model_round_trips_through_safe_mode_without_the_project(variant,
 
     import keras
 
-    from stages.models.blocks import portable
+    from attention_cnn.models.blocks import portable
 
     keras.utils.set_random_seed(0)
     model = build_model(variant, SMALL_SPECTROGRAM, 10, {"frontend": "logmel", "mel_bins": 16, "time_pool": 2,
@@ -317,7 +317,7 @@ def test_each_augmentation_only_touches_its_own_kind_of_input():
 def test_specaugment_masks_are_contiguous_bands_of_the_set_widths():
     import keras
 
-    from stages.models.blocks import FREQ_MASK, TIME_MASK, spec_augment
+    from attention_cnn.models.blocks import FREQ_MASK, TIME_MASK, spec_augment
 
     keras.utils.set_random_seed(1)
     frames, bins, n = 200, 64, 64
@@ -390,8 +390,8 @@ def test_each_new_setting_is_validated_in_one_line(variant, key, value, expected
 
     import yaml
 
-    from stages.common import StageError
-    from stages.params_check import validate
+    from attention_cnn.common import StageError
+    from attention_cnn.config.schema import validate
 
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))
     validate(copy.deepcopy(params))
@@ -412,7 +412,7 @@ def test_valid_frontend_settings_pass_validation(settings):
 
     import yaml
 
-    from stages.params_check import validate
+    from attention_cnn.config.schema import validate
 
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))
     for variant in RESNETS:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from stages.models.blocks import pooled_self_attention, study_head, study_stem
+from attention_cnn.models.blocks import pooled_self_attention, study_head, study_stem
 
 
 def build(input_shape, num_classes, *, filters=32, kernel_size=3, heads=4, key_dim=8, max_tokens=256, pool_size=2,

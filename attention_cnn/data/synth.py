@@ -37,7 +37,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from stages.common import StageError, atomic_write_bytes, sha256_bytes
+from attention_cnn.common import StageError, atomic_write_bytes, sha256_bytes
 
 DIGIT_WORDS: tuple[str, ...] = (
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",

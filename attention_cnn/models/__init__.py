@@ -1,4 +1,4 @@
-"""Model registry: a variant name is a module ``stages/models/<name>.py`` with a ``build`` function.
+"""Model registry: a variant name is a module ``attention_cnn/models/<name>.py`` with a ``build`` function.
 
 ``build(input_shape, num_classes, **settings) -> keras.Model`` takes the
 variant's settings from ``models.<name>`` in params.yaml (minus the training
@@ -12,7 +12,7 @@ import inspect
 import pkgutil
 from typing import Any
 
-from stages.common import StageError
+from attention_cnn.common import StageError
 
 NOT_VARIANTS = {"blocks"}
 TRAINING_KEYS = {"learning_rate", "lr_schedule", "label_smoothing"}   # read by the train stage, not by the builder
@@ -53,7 +53,7 @@ def feature_set(dataset: str, input_shape, settings: dict[str, Any] | None = Non
     if dataset == "mnist" or len(shape) < 2:
         return "pixels " + "x".join(map(str, shape[:2]))
     if settings.get("frontend") == "logmel":
-        from stages.models.blocks import is_spectrogram
+        from attention_cnn.models.blocks import is_spectrogram
 
         mel_bins, pool = int(settings.get("mel_bins", 64)), int(settings.get("time_pool", 1))
         if is_spectrogram(shape, mel_bins):

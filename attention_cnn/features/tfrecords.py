@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from stages.common import StageError, atomic_write_json
+from attention_cnn.common import StageError, atomic_write_json
 
 SPEC_FILE = "spec.json"
 NUM_FOLDS = 100

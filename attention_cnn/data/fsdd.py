@@ -4,14 +4,14 @@ The archive holds ``<top>/recordings/{digit}_{speaker}_{index}.wav`` (3,000
 mono 16-bit 8 kHz WAVs, 6 speakers, index 0..49).  The official split puts
 index 0-4 in test and 5-49 in train (:func:`fsdd_split`); with
 ``data.speech.split: speakers`` the fetch stage re-splits the rows by speaker
-instead (:func:`stages.fetch_speech.split_by_speakers`; v1.0.10's speakers are
+instead (:func:`attention_cnn.data.speech.split_by_speakers`; v1.0.10's speakers are
 :data:`SPEAKERS`).  Recordings are verified one by one against a committed
 sha256sum-style file (``data/checksums/fsdd-1.0.10.sha256``), so the check
 does not depend on how the archive itself was packed.
 
 Regenerate the checksum file (once, from a trusted archive) with::
 
-    python -m stages.fsdd --write-checksums ARCHIVE data/checksums/fsdd-1.0.10.sha256
+    python -m attention_cnn.data.fsdd --write-checksums ARCHIVE data/checksums/fsdd-1.0.10.sha256
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ import wave
 from pathlib import Path
 from typing import Iterator
 
-from stages.common import StageError, atomic_dir, atomic_write_text, run_main, sha256_file
-from stages.download import safe_extract_tar
+from attention_cnn.common import StageError, atomic_dir, atomic_write_text, run_main, sha256_file
+from attention_cnn.data.download import safe_extract_tar
 
 FSDD_DEFAULT_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz"
 FSDD_CHECKSUM_FILE = Path("data/checksums/fsdd-1.0.10.sha256")
@@ -216,7 +216,7 @@ def write_checksum_file(archive: Path, out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stages.fsdd", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m attention_cnn.data.fsdd", description=__doc__.splitlines()[0])
     parser.add_argument("--write-checksums", nargs=2, metavar=("ARCHIVE", "OUT"), required=True,
                         help="write the per-recording sha256 file for ARCHIVE to OUT")
     args = parser.parse_args(argv)

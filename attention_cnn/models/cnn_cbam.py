@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import keras
 
-from stages.models.blocks import cbam, study_head, study_stem
+from attention_cnn.models.blocks import cbam, study_head, study_stem
 
 
 def build(input_shape, num_classes, *, filters=32, kernel_size=3, cbam_ratio=8, cbam_kernel_size=7, pool_size=2,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import StageError
+from attention_cnn.common import StageError
 
 _IMAGES_MAGIC, _LABELS_MAGIC = 0x00000803, 0x00000801
 

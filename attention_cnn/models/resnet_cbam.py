@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 
-from stages.models import blocks
+from attention_cnn.models import blocks
 
 
 def build(input_shape, num_classes, *, filters=16, blocks_per_stage=2, stem_strides=2, dropout=0.0, cbam_ratio=8,

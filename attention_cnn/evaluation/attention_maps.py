@@ -14,7 +14,7 @@ Used by the evaluate stage (``--attention-dir``), which writes into
 
 An image set with no example (the model got every test example right, or a count set to 0) has no PNG.
 
-What a map is, per kind of block (found by the layer types and the names ``stages/models/blocks.py``
+What a map is, per kind of block (found by the layer types and the names ``attention_cnn/models/blocks.py``
 gives; the loaded model is used as is, through a Keras sub-model on its own layers):
 
 - ``spatial``: the study's gate (``<p>_map``) and CBAM's spatial attention (``<p>_spatial_map``): a
@@ -51,7 +51,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from stages.common import StageError
+from attention_cnn.common import StageError
 
 SPATIAL, CHANNEL, SELF_ATTENTION = "spatial", "channel", "self_attention"
 INDEX_FILE = "index.json"
@@ -474,7 +474,7 @@ def attention_outputs(model, x_of, *, dataset: str, variant: str, seed: int, dis
 
 def write_attention_dir(folder: Path, index: dict[str, Any], images: dict[str, bytes]) -> None:
     """Write index.json and the PNGs into ``folder`` atomically (built aside, renamed into place)."""
-    from stages.common import atomic_dir, atomic_write_bytes, atomic_write_json
+    from attention_cnn.common import atomic_dir, atomic_write_bytes, atomic_write_json
 
     with atomic_dir(folder) as tmp:
         for name, data in sorted(images.items()):

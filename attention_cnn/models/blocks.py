@@ -17,7 +17,7 @@ def spatial_attention_gate(x, kernel_size: int = 3, name: str = "attention"):
     return layers.Multiply(name=f"{name}_apply")([x, gate])
 
 
-@keras.saving.register_keras_serializable(package="stages", name="FastDropout")
+@keras.saving.register_keras_serializable(package="attention_cnn", name="FastDropout")
 class FastDropout(layers.Dropout):
     """``keras.layers.Dropout`` whose random mask costs half the random bits and fewer passes over the tensor.
 

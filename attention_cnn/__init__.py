@@ -1,0 +1,1 @@
+"""The library behind the DVC stages in stages/: data sources, features, models, training, evaluation, report."""
