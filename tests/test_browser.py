@@ -36,7 +36,7 @@ for path in (ROOT, TESTS):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from attention_cnn.report import report  # noqa: E402
+from stages.report import main as report_main  # noqa: E402
 from test_report import argv_for, write_tree  # noqa: E402  the small hand-made eval/train tree
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -270,7 +270,7 @@ def real_report(tmp_path_factory) -> dict[str, Path]:
     (paths["raw"] / "speech").mkdir(parents=True)
     (paths["raw"] / "speech" / "source.json").write_text(
         json.dumps({"source": "fsdd", "skipped": 0, "split_description": SPLIT_TEXT}), encoding="utf-8")
-    assert report.main(argv_for(paths)) == 0
+    assert report_main(argv_for(paths)) == 0
     return paths
 
 

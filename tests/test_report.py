@@ -1,4 +1,5 @@
-"""Tests for attention_cnn/report/report.py on a small hand-made tree of eval and train outputs."""
+"""Tests for the report (attention_cnn/report/, run through stages/report.py) on a small hand-made tree of eval
+and train outputs."""
 from __future__ import annotations
 
 import csv
@@ -15,7 +16,8 @@ import yaml
 # Make `stages` importable when pytest is run as `.venv/bin/pytest` from the project root.
 ROOT = Path(__file__).resolve().parents[1]
 
-from attention_cnn.report import report
+from attention_cnn.report import compare, document, figures, load, render, tables
+from stages.report import main as report_main
 from attention_cnn.common import StageError, run_main
 
 DATASETS = ["speech", "mnist"]  # deliberately unsorted: outputs must come out sorted
@@ -117,7 +119,7 @@ def argv_for(paths: dict[str, Path], out: Path | None = None) -> list[str]:
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     paths = write_tree(root, extra_seed=7)  # seed 7 exists on disk but is not in params
-    assert report.main(argv_for(paths)) == 0
+    assert report_main(argv_for(paths)) == 0
     return paths
 
 
@@ -126,7 +128,7 @@ def built(tmp_path_factory):
 
 def test_results_csv_columns_rows_order_and_values(built):
     df = pd.read_csv(built["out"] / "results.csv", dtype={"dataset": str, "variant": str, "source": str})
-    assert list(df.columns) == report.RESULT_COLUMNS
+    assert list(df.columns) == load.RESULT_COLUMNS
     assert len(df) == 8  # 2 datasets x 2 variants x 2 seeds; the extra seed 7 is ignored
     keys = list(zip(df["dataset"], df["variant"], df["seed"]))
     assert keys == sorted(RUNS)
@@ -148,13 +150,13 @@ def test_results_csv_mean_and_sd_over_seeds(built):
         accs = [RUNS[(d, v, s)][0] for s in SEEDS]
         assert group["test_accuracy_mean"].tolist() == pytest.approx([sum(accs) / 2] * 2)
         assert group["test_accuracy_sd"].tolist() == pytest.approx([abs(accs[0] - accs[1]) / 2 ** 0.5] * 2, abs=1e-6)
-    one_seed = report.results_frame(report.load_all_metrics(built["eval"], ["mnist"], ["cnn"], [0]))
+    one_seed = load.results_frame(load.load_all_metrics(built["eval"], ["mnist"], ["cnn"], [0]))
     assert one_seed["test_accuracy_mean"].tolist() == [0.98] and one_seed["test_accuracy_sd"].isna().all()
 
 
 def test_collect_results_sorts_and_types(built):
-    df = report.collect_results(built["eval"], DATASETS, VARIANTS, SEEDS)
-    assert list(df.columns) == report.RESULT_COLUMNS
+    df = load.collect_results(built["eval"], DATASETS, VARIANTS, SEEDS)
+    assert list(df.columns) == load.RESULT_COLUMNS
     assert list(zip(df["dataset"], df["variant"], df["seed"])) == sorted(RUNS)
     assert df["params"].dtype == "int64" and df["test_accuracy"].dtype == "float64"
 
@@ -179,7 +181,7 @@ def test_summary_metrics_rounding():
     df = pd.DataFrame({"dataset": ["a", "a"], "variant": ["v", "v"],
                        "test_accuracy": [0.123456, 0.123457], "test_loss": [1.0, 2.0],
                        "train_time_s": [1.00049, 1.0], "latency_ms_p50": [float("nan"), float("nan")]})
-    out = report.summary_metrics(df)
+    out = compare.summary_metrics(df)
     assert out == {"a": {"v": {"test_accuracy": 0.1235, "test_loss": 1.5, "train_time_s": 1.0,
                                "latency_ms_p50": None}}}
 
@@ -206,7 +208,7 @@ def test_learning_curve_and_timing_csvs(built):
 
 
 def test_load_histories_long_format(built):
-    h = report.load_histories(built["train"], ["mnist"], ["cnn"], [0])
+    h = load.load_histories(built["train"], ["mnist"], ["cnn"], [0])
     assert list(h.columns) == ["dataset", "variant", "seed", "epoch", "split", "accuracy", "loss"]
     assert h["split"].tolist() == ["train"] * 3 + ["val"] * 3
     assert h["epoch"].tolist() == [1, 2, 3, 1, 2, 3]
@@ -215,7 +217,7 @@ def test_load_histories_long_format(built):
 
 def test_confusion_matrix_counts():
     preds = pd.DataFrame({"actual": [a for a, _ in PREDICTIONS], "predicted": [p for _, p in PREDICTIONS]})
-    cm = report.confusion_matrix(preds, CLASSES)
+    cm = compare.confusion_matrix(preds, CLASSES)
     assert cm.values.tolist() == [[2, 0, 0], [0, 1, 1], [0, 0, 2]]
     assert list(cm.index) == CLASSES and list(cm.columns) == CLASSES
 
@@ -276,11 +278,11 @@ def test_markdown_matches(built):
 
 
 def test_render_functions_are_pure():
-    blocks = [report.Heading(1, "T & <x>"), report.Para("a `b<c>` d"),
-              report.Table(("h|1", "h2"), (("1", "2"),), "cap"), report.Figure("figures/f.png", "F")]
-    md = report.render_markdown(blocks)
+    blocks = [document.Heading(1, "T & <x>"), document.Para("a `b<c>` d"),
+              document.Table(("h|1", "h2"), (("1", "2"),), "cap"), document.Figure("figures/f.png", "F")]
+    md = render.render_markdown(blocks)
     assert "# T & <x>" in md and "| h\\|1 | h2 |" in md and "![F](figures/f.png)" in md
-    page = report.render_html(blocks, {"figures/f.png": b"\x89PNG"}, title="T")
+    page = render.render_html(blocks, {"figures/f.png": b"\x89PNG"}, title="T")
     assert "T &amp; &lt;x&gt;" in page and "<code>b&lt;c&gt;</code>" in page
     assert "data:image/png;base64,iVBORw==" in page
 
@@ -293,7 +295,7 @@ def test_missing_metrics_is_one_line_error(tmp_path, capsys):
     missing = paths["eval"] / "speech" / "cnn" / "seed1" / "metrics.json"
     missing.unlink()
     with pytest.raises(SystemExit) as exc:
-        run_main(report.main, argv_for(paths))
+        run_main(report_main, argv_for(paths))
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ")
@@ -306,7 +308,7 @@ def test_missing_history_names_file(tmp_path):
     missing = paths["train"] / "mnist" / "cnn_attention" / "seed0" / "history.csv"
     missing.unlink()
     with pytest.raises(StageError, match=re.escape(str(missing))):
-        report.load_histories(paths["train"], DATASETS, VARIANTS, SEEDS)
+        load.load_histories(paths["train"], DATASETS, VARIANTS, SEEDS)
 
 
 def test_metrics_bad_content(tmp_path):
@@ -316,24 +318,29 @@ def test_metrics_bad_content(tmp_path):
     del m["test_loss"]
     f.write_text(json.dumps(m))
     with pytest.raises(StageError, match="test_loss"):
-        report.collect_results(paths["eval"], ["mnist"], ["cnn"], [0])
+        load.collect_results(paths["eval"], ["mnist"], ["cnn"], [0])
     m["test_loss"] = 0.1
     m["variant"] = "cnn_attention"
     f.write_text(json.dumps(m))
     with pytest.raises(StageError, match="variant"):
-        report.collect_results(paths["eval"], ["mnist"], ["cnn"], [0])
+        load.collect_results(paths["eval"], ["mnist"], ["cnn"], [0])
     f.write_text("{not json")
     with pytest.raises(StageError, match="not valid JSON"):
-        report.collect_results(paths["eval"], ["mnist"], ["cnn"], [0])
+        load.collect_results(paths["eval"], ["mnist"], ["cnn"], [0])
 
 
 def test_bad_params(tmp_path):
+    """The selection is the config's datasets, variants and train.seeds; bad ones are one line naming the key."""
+    from attention_cnn.config import load_config
+
     with pytest.raises(StageError, match="train.seeds"):
-        report.selection_from_params({"datasets": ["mnist"], "variants": ["cnn"], "train": {}})
-    with pytest.raises(StageError, match="integers"):
-        report.selection_from_params({"datasets": ["mnist"], "variants": ["cnn"], "train": {"seeds": ["a"]}})
+        load_config(ROOT / "params.yaml", {"train.seeds": None})
+    with pytest.raises(StageError, match="integer"):
+        load_config(ROOT / "params.yaml", {"train.seeds": ["a"]})
     with pytest.raises(StageError, match="datasets"):
-        report.selection_from_params({"datasets": ["../x"], "variants": ["cnn"], "train": {"seeds": [0]}})
+        load_config(ROOT / "params.yaml", {"datasets": ["../x"]})
+    sel = load.selection_from_params(load_config(ROOT / "params.yaml", {"train.seeds": [3, 1]}))
+    assert sel.seeds == (3, 1)  # params.yaml order; the tables sort
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -341,7 +348,7 @@ def test_bad_params(tmp_path):
 
 def test_output_is_byte_identical_when_run_twice(built, tmp_path):
     out2 = tmp_path / "again"
-    assert report.main(argv_for(built, out2)) == 0
+    assert report_main(argv_for(built, out2)) == 0
     first = {p.relative_to(built["out"]): p.read_bytes() for p in built["out"].rglob("*")
              if p.is_file() and "eval" not in p.parts and "train" not in p.parts}
     second = {p.relative_to(out2): p.read_bytes() for p in out2.rglob("*") if p.is_file()}
@@ -355,16 +362,16 @@ def test_missing_first_seed_predictions_is_an_error(tmp_path):
     first = paths["eval"] / "mnist" / "cnn" / f"seed{SEEDS[0]}" / "predictions.csv"
     first.unlink()
     with pytest.raises(StageError, match=re.escape(str(first)) + ".*dvc repro"):
-        report.main(argv_for(paths))
+        report_main(argv_for(paths))
 
 
 def test_single_seed_and_mixed_sources_wording(built):
-    records = report.load_all_metrics(built["eval"], ["speech"], VARIANTS, [0])
+    records = load.load_all_metrics(built["eval"], ["speech"], VARIANTS, [0])
     records[0]["source"] = "embedded"  # speech cnn from another source than cnn_attention
-    df = report.results_frame(records)
-    sel = report.Selection(("speech",), tuple(VARIANTS), (0,))
-    blocks = report.build_report(df, report.per_class_frame(records), records, sel, report.figure_paths(sel))
-    md = report.render_markdown(blocks)
+    df = load.results_frame(records)
+    sel = load.Selection(("speech",), tuple(VARIANTS), (0,))
+    blocks = document.build_report(df, load.per_class_frame(records), records, sel, document.figure_paths(sel))
+    md = render.render_markdown(blocks)
     assert "over 1 seed (a single run)" in md and "+5.00 points test accuracy" in md
     assert "\u00b1" not in md.split("## Data set: speech")[1].split("### Compared")[0]  # no sd for one seed
     assert "Warning: the speech rows came from different data sources" in md
@@ -376,7 +383,7 @@ def test_skipped_input_files_are_counted_per_dataset(tmp_path):
     speech.mkdir(parents=True)
     (speech / "source.json").write_text(json.dumps({"source": "folder", "skipped": 3, "duplicates_across_splits": 2}))
     # no data/raw/mnist/source.json at all: counts as 0
-    assert report.main(argv_for(paths)) == 0
+    assert report_main(argv_for(paths)) == 0
     md = (paths["out"] / "report.md").read_text(encoding="utf-8")
     mnist_part, speech_part = md.split("## Data set: speech")
     assert f"Skipped input files: 3 (see {(speech / 'skipped.csv').as_posix()})." in speech_part
@@ -385,7 +392,7 @@ def test_skipped_input_files_are_counted_per_dataset(tmp_path):
     assert "Skipped input files: 3" in (paths["out"] / "report.html").read_text(encoding="utf-8")
     (speech / "source.json").write_text("{broken")
     with pytest.raises(StageError, match=re.escape(str(speech / "source.json")) + ".*not valid JSON"):
-        report.main(argv_for(paths))
+        report_main(argv_for(paths))
 
 
 # ----------------------------------------------------------------------------- paired comparisons
@@ -436,7 +443,7 @@ def write_paired_tree(root: Path, datasets=("speech",), variants=PAIRED_VARIANTS
 @pytest.fixture(scope="module")
 def paired(tmp_path_factory):
     paths = write_paired_tree(tmp_path_factory.mktemp("paired"))
-    assert report.main(argv_for(paths)) == 0
+    assert report_main(argv_for(paths)) == 0
     return paths
 
 
@@ -446,7 +453,7 @@ def test_comparisons_csv_columns_and_values(paired):
     df = pd.read_csv(paired["out"] / "comparisons.csv", dtype={"seeds": str})
     assert list(df.columns)[:7] == ["dataset", "variant", "baseline", "delta_accuracy", "ci_low", "ci_high",
                                     "mcnemar_p"]
-    assert list(df.columns) == report.COMPARISON_COLUMNS
+    assert list(df.columns) == compare.COMPARISON_COLUMNS
     # each attention variant against the baseline of its own backbone; never resnet vs cnn
     assert list(zip(df.dataset, df.variant, df.baseline)) == [("speech", "cnn_attention", "cnn"),
                                                               ("speech", "resnet_se", "resnet")]
@@ -459,7 +466,7 @@ def test_comparisons_csv_columns_and_values(paired):
     base = [i < 30 for i in range(N_TEST)] * 2
     variant = paired_correct("cnn_attention") * 2
     assert (att.delta_accuracy, att.ci_low, att.ci_high) == pytest.approx(
-        stats.paired_bootstrap_delta(base, variant, n_boot=report.N_BOOT, seed=report.BOOTSTRAP_SEED), abs=1e-6)
+        stats.paired_bootstrap_delta(base, variant, n_boot=compare.N_BOOT, seed=compare.BOOTSTRAP_SEED), abs=1e-6)
     assert (se.delta_accuracy, se.ci_low, se.ci_high, se.mcnemar_p) == (0.0, 0.0, 0.0, 1.0)
     assert (se.baseline_only_correct, se.variant_only_correct) == (0, 0)
 
@@ -490,20 +497,47 @@ def test_verdict_sentences_in_markdown_and_html(paired):
 
 
 def test_study_gaps_are_the_published_ones():
-    assert report.STUDY_GAPS == {("mnist", "cnn_attention", "cnn"): -0.1, ("speech", "cnn_attention", "cnn"): 3.7}
+    assert tables.STUDY_GAPS == {("mnist", "cnn_attention", "cnn"): -0.1, ("speech", "cnn_attention", "cnn"): 3.7}
 
 
 def test_baseline_mapping():
-    assert report.baseline_of("cnn_attention") == "cnn" and report.baseline_of("cnn_mhsa") == "cnn"
-    assert report.baseline_of("resnet_cbam") == "resnet" and report.baseline_of("resnet_se") == "resnet"
-    assert report.baseline_of("cnn") is None and report.baseline_of("resnet") is None
-    assert report.baseline_of("vgg_se") == "vgg"  # the naming rule for variants not in BASELINE_OF
-    assert report.comparison_pairs(["cnn_se", "resnet_se", "cnn"]) == [("cnn_se", "cnn")]  # resnet not run
+    assert compare.baseline_of("cnn_attention") == "cnn" and compare.baseline_of("cnn_mhsa") == "cnn"
+    assert compare.baseline_of("resnet_cbam") == "resnet" and compare.baseline_of("resnet_se") == "resnet"
+    assert compare.baseline_of("cnn") is None and compare.baseline_of("resnet") is None
+    assert compare.baseline_of("vgg_se") == "vgg"  # the naming rule for variants that are not registered
+    assert compare.comparison_pairs(["cnn_se", "resnet_se", "cnn"]) == [("cnn_se", "cnn")]  # resnet not run
     from attention_cnn.models import available
 
     for variant in available():  # every registered attention variant has a registered baseline
-        if report.baseline_of(variant) is not None:
-            assert report.baseline_of(variant) in available(), variant
+        if compare.baseline_of(variant) is not None:
+            assert compare.baseline_of(variant) in available(), variant
+
+
+def test_variant_modules_declare_baseline_and_note(tmp_path, monkeypatch):
+    """The report's baselines and notes come from the variant modules (BASELINE, NOTE), through the registry."""
+    from attention_cnn import models
+
+    for variant in models.available():
+        info = models.variant_info(variant)
+        assert info.baseline is None or info.baseline in models.available(), variant
+        assert isinstance(info.note, str) and "\n" not in info.note, variant
+    assert models.variant_info("cnn_se").note.startswith("a squeeze-and-excitation block")
+    assert document.variant_notes(["cnn", "cnn_attention", "resnet_se"]) == [
+        "`resnet_se` adds " + models.variant_info("resnet_se").note]
+    # a module's declaration is what the report uses: change it and the report's baseline changes
+    import attention_cnn.models.cnn_se as cnn_se
+
+    monkeypatch.setattr(cnn_se, "BASELINE", "resnet")
+    assert compare.comparison_pairs(["cnn", "cnn_se", "resnet"]) == [("cnn_se", "resnet")]
+
+
+def test_report_stage_depends_on_every_variant_module():
+    """The report reads each variant module's BASELINE and NOTE: dvc.yaml must rerun it when one changes."""
+    from attention_cnn.models import available
+
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]["deps"]
+    missing = [v for v in available() if f"attention_cnn/models/{v}.py" not in deps]
+    assert not missing, f"add attention_cnn/models/<v>.py to the report stage's deps in dvc.yaml for {missing}"
 
 
 def test_paired_tests_need_the_same_test_examples(tmp_path):
@@ -513,13 +547,13 @@ def test_paired_tests_need_the_same_test_examples(tmp_path):
     lines[1] = "99999," + lines[1].split(",", 1)[1]
     f.write_text("\n".join(lines) + "\n")
     with pytest.raises(StageError, match="not on the same test examples"):
-        report.main(argv_for(paths))
+        report_main(argv_for(paths))
     assert not (paths["out"] / "comparisons.csv").exists()
 
 
 def test_cli_bootstrap_options(tmp_path):
     paths = write_paired_tree(tmp_path, variants=["cnn", "cnn_attention"], seeds=[0])
-    assert report.main(argv_for(paths) + ["--n-boot", "200", "--bootstrap-seed", "3", "--alpha", "0.01"]) == 0
+    assert report_main(argv_for(paths) + ["--n-boot", "200", "--bootstrap-seed", "3", "--alpha", "0.01"]) == 0
     df = pd.read_csv(paths["out"] / "comparisons.csv")
     assert len(df) == 1 and df.delta_accuracy.iloc[0] == pytest.approx(0.15)
     md = (paths["out"] / "report.md").read_text(encoding="utf-8")
@@ -536,7 +570,7 @@ def tiny_png(shade: float) -> bytes:
 
     fig = plt.figure(figsize=(0.5, 0.5))
     fig.patch.set_facecolor((shade, shade, shade))
-    return report.figure_png(fig)
+    return figures.figure_png(fig)
 
 
 ATTENTION_BLOCK = {"name": "attention", "kind": "spatial", "layer": "attention_map", "map_shape": [26, 26],
@@ -562,7 +596,7 @@ def write_attention_tree(root: Path) -> dict[str, Path]:
 
 def test_attention_maps_beside_the_misclassified_examples(tmp_path):
     paths = write_attention_tree(tmp_path)
-    assert report.main(argv_for(paths)) == 0
+    assert report_main(argv_for(paths)) == 0
     out, s = paths["out"], SEEDS[0]
     for d, names in (("mnist", ("fixed", "misclassified")), ("speech", ("fixed",))):
         for name in names:
@@ -598,14 +632,14 @@ def test_attention_folder_problems_are_one_line_errors(tmp_path):
     index = json.loads((folder / "index.json").read_text())
     (folder / "index.json").write_text(json.dumps(dict(index, variant="cnn")))
     with pytest.raises(StageError, match="'variant' is 'cnn' but the file's location says 'cnn_attention'"):
-        report.main(argv_for(paths))
+        report_main(argv_for(paths))
     (folder / "index.json").write_text(json.dumps(index))
     (folder / "misclassified.png").unlink()
     with pytest.raises(StageError, match="misclassified.png: listed in .* but missing"):
-        report.main(argv_for(paths))
+        report_main(argv_for(paths))
     (folder / "index.json").unlink()
     with pytest.raises(StageError, match=re.escape(str(folder / "index.json")) + ": not found.*dvc repro"):
-        report.main(argv_for(paths))
+        report_main(argv_for(paths))
     assert not (paths["out"] / "report.html").exists()  # nothing written on failure
 
 
@@ -616,7 +650,7 @@ def test_runs_without_validation_data_report_an_empty_best_val_accuracy(tmp_path
         m = json.loads(f.read_text())
         m["best_val_accuracy"] = None
         f.write_text(json.dumps(m))
-    assert report.main(argv_for(paths)) in (0, None)
+    assert report_main(argv_for(paths)) in (0, None)
     rows = list(csv.DictReader((paths["out"] / "results.csv").open()))
     assert rows and all(r["best_val_accuracy"] == "" for r in rows)
     assert all(r["test_accuracy"] != "" for r in rows)
@@ -625,4 +659,4 @@ def test_runs_without_validation_data_report_an_empty_best_val_accuracy(tmp_path
     m["test_loss"] = None   # other numbers stay required
     f.write_text(json.dumps(m))
     with pytest.raises(StageError, match="'test_loss' must be a number"):
-        report.collect_results(paths["eval"], DATASETS, VARIANTS, SEEDS)
+        load.collect_results(paths["eval"], DATASETS, VARIANTS, SEEDS)

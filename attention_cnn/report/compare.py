@@ -1,0 +1,160 @@
+"""The report's numbers: each attention variant against its baseline (paired tests), means over seeds, confusion
+matrices and the plot tables. The tests themselves are in :mod:`attention_cnn.report.stats`."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from attention_cnn.common import StageError
+from attention_cnn.models import available, variant_info
+from attention_cnn.report import stats
+from attention_cnn.report.load import Selection, load_predictions, predictions_path
+
+COMPARISON_COLUMNS = [
+    "dataset", "variant", "baseline", "delta_accuracy", "ci_low", "ci_high", "mcnemar_p",
+    "seeds", "n_pairs", "baseline_only_correct", "variant_only_correct",
+]
+CURVE_COLUMNS = ["epoch", "variant", "seed", "split", "accuracy", "loss"]
+TIMING_COLUMNS = ["dataset", "variant", "train_time_s", "latency_ms_p50"]
+# Means written to metrics.json and how many decimals each keeps.
+SUMMARY_ROUNDING = {
+    "test_accuracy": 4,
+    "test_loss": 4,
+    "train_time_s": 3,
+    "latency_ms_p50": 3,
+}
+N_BOOT = 10000
+BOOTSTRAP_SEED = 0
+
+# --------------------------------------------------------------------------- paired comparisons
+
+
+def baseline_of(variant: str) -> str | None:
+    """The no-attention variant ``variant`` is tested against: the one its module declares
+    (:func:`attention_cnn.models.variant_info`), else, for a name not registered, the naming rule
+    ``<backbone>_<block>`` -> ``<backbone>``; None for a baseline itself (``cnn``, ``resnet``)."""
+    if variant in available():
+        return variant_info(variant).baseline
+    backbone, sep, _ = variant.partition("_")
+    return backbone if sep and backbone else None
+
+
+def comparison_pairs(variants: Iterable[str]) -> list[tuple[str, str]]:
+    """``(variant, baseline)`` for every selected variant whose baseline is selected too, sorted."""
+    chosen = set(variants)
+    return sorted((v, b) for v in chosen if (b := baseline_of(v)) is not None and b in chosen and b != v)
+
+
+def paired_correctness(pred_a: pd.DataFrame, pred_b: pd.DataFrame, path_a: Path, path_b: Path):
+    """Two boolean vectors (A right?, B right?) over the same test examples, joined on ``index``."""
+    for pred, path in ((pred_a, path_a), (pred_b, path_b)):
+        index = pd.to_numeric(pred["index"], errors="coerce")
+        if index.isna().any() or not (index % 1 == 0).all():
+            raise StageError(f"{path}: column 'index' must hold whole numbers")
+        if index.duplicated().any():
+            raise StageError(f"{path}: test example index {int(index[index.duplicated()].iloc[0])} appears twice")
+    a = pred_a.assign(index=pred_a["index"].astype("int64")).set_index("index")
+    b = pred_b.assign(index=pred_b["index"].astype("int64")).set_index("index")
+    if set(a.index) != set(b.index):
+        raise StageError(f"{path_a} and {path_b} are not on the same test examples "
+                         f"({len(set(a.index) ^ set(b.index))} indices differ); rerun `dvc repro`")
+    b = b.loc[a.index]
+    if not (a["actual"] == b["actual"]).all():
+        raise StageError(f"{path_a} and {path_b} disagree on the true labels of the same test examples; "
+                         "rerun `dvc repro`")
+    return (a["actual"] == a["predicted"]).to_numpy(), (b["actual"] == b["predicted"]).to_numpy()
+
+
+def compare_variants(eval_dir, sel: Selection, n_boot: int = N_BOOT, seed: int = BOOTSTRAP_SEED,
+                     predictions: dict[tuple[str, str, int], pd.DataFrame] | None = None) -> pd.DataFrame:
+    """One row per data set x (attention variant, baseline): COMPARISON_COLUMNS.
+
+    For each seed, the variant's and the baseline's predictions of that seed are joined on ``index``; the
+    per-seed paired correctness vectors are concatenated (pooled over seeds, see :mod:`attention_cnn.report.stats`)
+    and give the accuracy difference (variant - baseline, a fraction), its paired bootstrap CI and the exact
+    McNemar p-value. ``predictions``: already loaded files by (dataset, variant, seed), read otherwise.
+    """
+    cache = dict(predictions or {})
+
+    def get(d: str, v: str, s: int) -> pd.DataFrame:
+        if (d, v, s) not in cache:
+            cache[(d, v, s)] = load_predictions(eval_dir, d, v, s)
+        return cache[(d, v, s)]
+
+    rows = []
+    seeds = sorted(sel.seeds)
+    for d in sorted(sel.datasets):
+        for v, base in comparison_pairs(sel.variants):
+            parts_a, parts_b = [], []
+            for s in seeds:
+                a, b = paired_correctness(get(d, base, s), get(d, v, s),
+                                          predictions_path(eval_dir, d, base, s), predictions_path(eval_dir, d, v, s))
+                parts_a.append(a)
+                parts_b.append(b)
+            correct_a, correct_b = np.concatenate(parts_a), np.concatenate(parts_b)
+            delta, low, high = stats.paired_bootstrap_delta(correct_a, correct_b, n_boot=n_boot, seed=seed)
+            only_base, only_variant = stats.discordant_counts(correct_a, correct_b)
+            rows.append({
+                "dataset": d, "variant": v, "baseline": base,
+                "delta_accuracy": round(delta, 6), "ci_low": round(low, 6), "ci_high": round(high, 6),
+                "mcnemar_p": float(f"{stats.mcnemar_exact_counts(only_base, only_variant):.6g}"),
+                "seeds": " ".join(str(s) for s in seeds), "n_pairs": len(correct_a),
+                "baseline_only_correct": only_base, "variant_only_correct": only_variant,
+            })
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+# --------------------------------------------------------------------------- per-run tables
+
+
+def confusion_matrix(predictions: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
+    """Counts with actual classes as rows and predicted classes as columns.
+
+    Labels not in ``class_names`` are appended (sorted) so nothing is silently dropped.
+    """
+    labels = list(class_names)
+    extra = sorted((set(predictions["actual"]) | set(predictions["predicted"])) - set(labels))
+    labels += extra
+    index = {name: i for i, name in enumerate(labels)}
+    counts = [[0] * len(labels) for _ in labels]
+    for a, p in zip(predictions["actual"], predictions["predicted"]):
+        counts[index[a]][index[p]] += 1
+    return pd.DataFrame(counts, index=pd.Index(labels, name="actual"), columns=pd.Index(labels, name="predicted"))
+
+
+def _clean_number(x: Any, decimals: int) -> float | None:
+    x = float(x)
+    if math.isnan(x) or math.isinf(x):
+        return None
+    value = round(x, decimals)
+    return 0.0 if value == 0 else value  # no "-0.0"
+
+
+def summary_metrics(df: pd.DataFrame) -> dict[str, dict[str, dict[str, float | None]]]:
+    """{dataset: {variant: {metric: mean over seeds}}}, rounded per SUMMARY_ROUNDING."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    means = df.groupby(["dataset", "variant"], sort=True)[list(SUMMARY_ROUNDING)].mean()
+    for (dataset, variant), row in means.iterrows():
+        out.setdefault(str(dataset), {})[str(variant)] = {
+            k: _clean_number(row[k], d) for k, d in SUMMARY_ROUNDING.items()
+        }
+    return out
+
+
+def timing_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean train time and p50 latency per dataset x variant (rounded to 3 decimals)."""
+    t = df.groupby(["dataset", "variant"], sort=True)[["train_time_s", "latency_ms_p50"]].mean().reset_index()
+    for c in ("train_time_s", "latency_ms_p50"):
+        t[c] = t[c].round(3)
+    return t[TIMING_COLUMNS]
+
+
+def curves_for_dataset(histories: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The learning-curve rows of one data set, columns CURVE_COLUMNS, sorted."""
+    sub = histories[histories["dataset"] == dataset]
+    sub = sub.sort_values(["variant", "seed", "split", "epoch"], kind="mergesort")
+    return sub[CURVE_COLUMNS].reset_index(drop=True)
