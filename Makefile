@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: repro test bench env lock clean-env
+.PHONY: repro test bench env lock clean-env push verify-remote exp
 
 env: $(STAMP)
 
@@ -26,6 +26,19 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Share results: dvc push, then prove every object dvc.lock and the .dvc files reference is in the remote
+# with the right md5, and repair what is not (docs/team.md). REMOTE=name picks a remote other than the default.
+push: $(STAMP)
+	$(BIN)/python -m attention_cnn.team.remote push --run-cache $(if $(REMOTE),-r $(REMOTE))
+
+verify-remote: $(STAMP)
+	$(BIN)/python -m attention_cnn.team.remote verify $(if $(REMOTE),-r $(REMOTE))
+
+# One experiment in the workspace, refused before params.yaml is touched while another runs (docs/team.md):
+# make exp ARGS='-S train.epochs=5'. Several at once: dvc exp run --queue ...; dvc queue start.
+exp: $(STAMP)
+	$(BIN)/python -m attention_cnn.team.exp run $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
