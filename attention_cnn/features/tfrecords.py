@@ -5,7 +5,11 @@ they cannot drift. A feature folder holds:
 
 - ``{split}-{shard:05d}.tfrecord[.gz]``: shards of serialized ``tf.train.Example``;
 - ``spec.json``: shape, dtypes, compression, class names, counts per class and
-  split, normalization statistics and the shard list.
+  split, normalization statistics, the shard list and each shard's SHA-256 and size.
+
+Readers verify every shard against its recorded digest before reading it
+(:func:`verify_shards`): TensorFlow's TFRecord reader does not check a record's
+payload CRC, so damaged bytes in a cached shard would otherwise be trained on.
 
 Each example has four keys:
 
@@ -21,8 +25,11 @@ Each example has four keys:
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -57,6 +64,7 @@ class FeatureSpec:
     stats: dict[str, float] = field(default_factory=dict)             # train-split mean / std / min / max of parsed values
     source: str = ""                  # data source of the raw data (embedded, fsdd, idx, folder)
     settings: dict[str, Any] = field(default_factory=dict)            # featurize params used
+    checksums: dict[str, dict[str, Any]] = field(default_factory=dict)  # shard file name -> {"sha256", "bytes"}
 
     def __post_init__(self) -> None:
         if self.storage_dtype not in _STORAGE_DTYPES:
@@ -76,7 +84,13 @@ class FeatureSpec:
 
 
 def write_spec(folder: str | os.PathLike, spec: FeatureSpec) -> None:
-    atomic_write_json(Path(folder) / SPEC_FILE, asdict(spec))
+    try:
+        atomic_write_json(Path(folder) / SPEC_FILE, asdict(spec))
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise StageError(f"{Path(folder) / SPEC_FILE}: disk full writing the feature spec (a few kB needed, "
+                         f"{_mb(shutil.disk_usage(folder).free)} free); free space there and rerun") from None
 
 
 def read_spec(folder: str | os.PathLike) -> FeatureSpec:
@@ -206,6 +220,7 @@ class ShardedWriter:
         self.examples_per_shard = examples_per_shard
         self._writer = None
         self._in_shard = 0
+        self._written = 0
         self._names: list[str] = []
 
     def __enter__(self) -> "ShardedWriter":
@@ -214,24 +229,97 @@ class ShardedWriter:
     def write(self, record: bytes) -> None:
         import tensorflow as tf
 
-        if self._writer is None or self._in_shard >= self.examples_per_shard:
-            self._close_shard()
-            name = self.spec.shard_name(self.split, len(self._names))
-            options = tf.io.TFRecordOptions(compression_type=self.spec.compression)
-            self._writer = tf.io.TFRecordWriter(str(self.folder / name), options)
-            self._names.append(name)
-            self._in_shard = 0
-        self._writer.write(record)
+        try:
+            if self._writer is None or self._in_shard >= self.examples_per_shard:
+                self._close_shard()
+                name = self.spec.shard_name(self.split, len(self._names))
+                options = tf.io.TFRecordOptions(compression_type=self.spec.compression)
+                self._names.append(name)
+                self._writer = tf.io.TFRecordWriter(str(self.folder / name), options)
+                self._in_shard = 0
+            self._writer.write(record)
+        except (OSError, tf.errors.OpError) as exc:
+            self._raise_write_error(exc)
         self._in_shard += 1
+        self._written += 1
 
     def _close_shard(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            writer.close()  # flushes: a full disk may show only here
+            name = self._names[-1]
+            path = self.folder / name
+            self.spec.checksums[name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+
+    def _raise_write_error(self, exc: BaseException) -> None:
+        """A full disk is one line naming the shard and the space needed; anything else propagates."""
+        text = str(exc)
+        if not (getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text or "ENOSPC" in text):
+            raise exc
+        path = self.folder / (self._names[-1] if self._names else "")
+        written = sum((self.folder / n).stat().st_size for n in self._names if (self.folder / n).exists())
+        total = self.spec.num_examples(self.split)
+        done = max(self._written, 1)
+        needed = written * max(total, done) / done
+        free = shutil.disk_usage(self.folder).free
+        raise StageError(f"{path}: disk full while writing the {self.split} features ({_mb(written)} written for "
+                         f"{self._written} of {total} examples, about {_mb(needed)} needed for this split, "
+                         f"{_mb(free)} free on the file system of {self.folder.parent}); free space there and rerun") from None
 
     def __exit__(self, *exc: Any) -> None:
-        self._close_shard()
+        import tensorflow as tf
+
+        try:
+            self._close_shard()
+        except (OSError, tf.errors.OpError) as error:
+            if exc[0] is None:
+                self._raise_write_error(error)
         self.spec.shards[self.split] = list(self._names)
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _sha256(path: Path, chunk_bytes: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# Shards this process has verified: (path, size, mtime_ns, inode) -> sha256. Evaluate reads the test split three
+# times; each shard is hashed once.
+_VERIFIED: dict[tuple[str, int, int, int], str] = {}
+
+
+def verify_shards(folder: str | os.PathLike, spec: FeatureSpec, paths: Iterable[str]) -> None:
+    """Check each shard's size and SHA-256 against ``spec.checksums``; a mismatch is one line naming the shard.
+
+    A spec without checksums (written before they were recorded) is read unverified.
+    """
+    if not spec.checksums:
+        return
+    for path in paths:
+        name = Path(path).name
+        expected = spec.checksums.get(name)
+        st = os.stat(path)
+        key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        if expected is None:
+            problem = "has no checksum in spec.json"
+        elif st.st_size != expected.get("bytes"):
+            problem = f"is {st.st_size} bytes, spec.json recorded {expected.get('bytes')}"
+        elif _VERIFIED.get(key) == expected.get("sha256"):
+            continue
+        else:
+            actual = _sha256(Path(path))
+            if actual == expected.get("sha256"):
+                _VERIFIED[key] = actual
+                continue
+            problem = f"has SHA-256 {actual[:12]}..., spec.json recorded {str(expected.get('sha256'))[:12]}..."
+        raise StageError(f"{path}: damaged feature shard ({problem}); restore it with `dvc checkout --relink "
+                         f"{folder}` or `dvc pull {folder}`, or rebuild it with `dvc repro -f featurize@{spec.dataset}`")
 
 
 def shard_paths(folder: str | os.PathLike, spec: FeatureSpec, split: str) -> list[str]:
@@ -240,6 +328,7 @@ def shard_paths(folder: str | os.PathLike, spec: FeatureSpec, split: str) -> lis
     for path in paths:
         if not os.path.exists(path):
             raise StageError(f"{path}: shard listed in spec.json is missing; rerun featurize (dvc repro)")
+    verify_shards(folder, spec, paths)
     return paths
 
 
