@@ -529,6 +529,9 @@ def test_variant_modules_declare_baseline_and_note(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cnn_se, "BASELINE", "resnet")
     assert compare.comparison_pairs(["cnn", "cnn_se", "resnet"]) == [("cnn_se", "resnet")]
+    monkeypatch.delattr(cnn_se, "NOTE")  # a module that does not say what it is: one line naming the file
+    with pytest.raises(StageError, match="attention_cnn/models/cnn_se.py: declare BASELINE .* and NOTE"):
+        models.variant_info("cnn_se")
 
 
 def test_report_stage_depends_on_every_variant_module():
