@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: repro test bench env lock clean-env push verify-remote exp
+.PHONY: repro test bench env lock clean-env push verify-remote exp recipe recipes results
 
 env: $(STAMP)
 
@@ -39,6 +39,19 @@ verify-remote: $(STAMP)
 # make exp ARGS='-S train.epochs=5'. Several at once: dvc exp run --queue ...; dvc queue start.
 exp: $(STAMP)
 	$(BIN)/python -m attention_cnn.team.exp run $(ARGS)
+
+# A named recipe (recipes/<NAME>.yaml, docs/results.md) as the DVC experiment <NAME>: make recipe NAME=strong-mnist
+# [QUEUE=1: queue it, then dvc queue start] [FSDD=path/to/free-spoken-digit-dataset-1.0.10.tar.gz: a local archive].
+recipe: $(STAMP)
+	@test -n "$(NAME)" || { echo "error: name a recipe: make recipe NAME=<name> (make recipes lists them)"; exit 1; }
+	$(BIN)/python -m stages.recipe run $(NAME) $(if $(QUEUE),--queue) $(if $(FSDD),--fsdd "$(FSDD)")
+
+recipes: $(STAMP)
+	@$(BIN)/python -m stages.recipe list
+
+# Finished recipe runs -> results/<recipe>/ (kept in git) -> docs/results.md; reports/bench.json -> docs/speed.md.
+results: $(STAMP)
+	$(BIN)/python -m stages.results
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

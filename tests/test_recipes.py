@@ -1,0 +1,175 @@
+"""Named recipes (issue 14): every recipes/*.yaml passes the params check, its -S values give DVC the same
+config, mistakes are one line naming the recipe file and the key; the CLI's errors."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attention_cnn import recipes
+from attention_cnn.common import StageError
+from attention_cnn.config import load_config
+from conftest import ROOT
+
+PARAMS = ROOT / "params.yaml"
+ARCHIVE = "/data/my archives/free-spoken-digit-dataset-1.0.10.tar.gz"   # a space: -S needs it quoted
+
+
+def comments(text: str) -> list[str]:
+    return [line.split("#", 1)[1].strip() for line in text.splitlines() if "#" in line]
+
+
+@pytest.mark.parametrize("name", recipes.names(ROOT))
+def test_recipe_is_valid_and_dvc_sets_the_same_config(name, tmp_path):
+    """The recipe validates on top of params.yaml, and DVC's own -S code (dvc.utils.hydra.apply_overrides, which
+    `dvc exp run -S` calls) turns params.yaml into exactly that config, keeping every comment."""
+    from dvc.utils.hydra import apply_overrides
+
+    recipe = recipes.load_recipe(name, ROOT)
+    assert recipe.description and recipe.shows and "\n" not in recipe.description
+    config = recipes.recipe_config(recipe, params_path=PARAMS)
+    fsdd = ARCHIVE if recipes.needs_fsdd(config) else None
+    if fsdd:
+        config = recipes.recipe_config(recipe, fsdd=fsdd, params_path=PARAMS)
+        assert config.data.speech.url == ARCHIVE
+    target = tmp_path / "params.yaml"
+    shutil.copy(PARAMS, target)
+    flags = recipes.set_flags(recipe, fsdd)
+    if flags:
+        apply_overrides(target, flags)
+    assert load_config(target) == config
+    assert comments(target.read_text()) == comments(PARAMS.read_text())
+
+
+def write_recipe(folder: Path, name: str, text: str) -> Path:
+    (folder / "recipes").mkdir(exist_ok=True)
+    path = folder / "recipes" / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = "description: a test\nshows: nothing\nset:\n  train.seeds: [0, 1]\n"
+
+
+@pytest.mark.parametrize("body, message", [
+    ("set:\n  train.epoch: 3\n", "recipes/typo.yaml: unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
+    ("set:\n  models.resnet.lr_shedule: cosine\n",
+     "recipes/typo.yaml: unknown key 'models.resnet.lr_shedule' (did you mean 'models.resnet.lr_schedule'?)"),
+    ("set:\n  train.mixed_precision: float16\n",
+     "recipes/typo.yaml: train.mixed_precision must be one of auto, float32, bfloat16, got 'float16'"),
+    ("set:\n  train.epochs.max: 3\n",
+     "recipes/typo.yaml: train.epochs.max: 'train.epochs' is not a section in params.yaml (it holds 15); "
+     "set 'train.epochs' itself"),
+    ("set:\n  variants: [cnn, cnn_atention]\n", "recipes/typo.yaml: variants[1] is not a variant (did you mean"),
+])
+def test_a_typo_in_a_recipe_is_one_line_naming_file_and_key(tmp_path, body, message):
+    write_recipe(tmp_path, "typo", "description: a test\nshows: nothing\n" + body)
+    with pytest.raises(StageError) as err:
+        recipes.recipe_config(recipes.load_recipe("typo", tmp_path), params_path=PARAMS)
+    text = str(err.value).replace(str(tmp_path) + os.sep, "")
+    assert text.startswith(message), text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize("body, message", [
+    ("descripton: x\nshows: y\nset: {}\n", "unknown field 'descripton' (did you mean 'description'?)"),
+    ("shows: y\nset: {}\n", "missing field 'description'"),
+    ("description: [x]\nshows: y\nset: {}\n", "'description' must be a non-empty string"),
+    ("description: x\nshows: y\nset: [train.epochs]\n", "'set' must be a mapping"),
+    ("description: x\nshows: y\nset:\n  train epochs: 3\n", "'train epochs' is not a dotted params.yaml key"),
+    ("description: x\nshows: y\nset:\n  data.speech.url: \"it's\"\n", "quotes, backslashes"),
+])
+def test_recipe_fields_are_checked(tmp_path, body, message):
+    write_recipe(tmp_path, "bad", body)
+    with pytest.raises(StageError) as err:
+        recipe = recipes.load_recipe("bad", tmp_path)
+        recipes.set_flags(recipe)
+    assert str(err.value).startswith(f"{tmp_path / 'recipes' / 'bad.yaml'}: "), err.value
+    assert message in str(err.value)
+
+
+def test_a_section_value_merges_like_the_dvc_flags(tmp_path):
+    """`set: {train.batch_size: {speech: 8}}` changes one entry, as `-S ++train.batch_size.speech=8` does."""
+    from dvc.utils.hydra import apply_overrides
+
+    write_recipe(tmp_path, "merge", "description: x\nshows: y\nset:\n  train.batch_size: {speech: 8}\n"
+                                    "  data.mnist.sha256: {}\n  data.speech.sha256: null\n")
+    recipe = recipes.load_recipe("merge", tmp_path)
+    config = recipes.recipe_config(recipe, params_path=PARAMS)
+    assert config.train.batch_size == {"mnist": 128, "speech": 8}
+    target = tmp_path / "params.yaml"
+    shutil.copy(PARAMS, target)
+    apply_overrides(target, recipes.set_flags(recipe))
+    assert load_config(target) == config
+
+
+def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "stages.recipe", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env)
+
+
+def test_cli_typo_is_one_line_and_nothing_runs(tmp_path):
+    shutil.copy(PARAMS, tmp_path / "params.yaml")
+    write_recipe(tmp_path, "typo", "description: a test\nshows: nothing\nset:\n  train.epoch: 3\n")
+    proc = cli(["run", "typo"], tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == ("error: recipes/typo.yaml: unknown key 'train.epoch' (did you mean 'train.epochs'?)\n")
+    assert proc.stdout == ""
+
+
+def test_cli_list_and_show(tmp_path):
+    shutil.copy(PARAMS, tmp_path / "params.yaml")
+    write_recipe(tmp_path, "two-seeds", GOOD)
+    archive = tmp_path / "fsdd.tar.gz"
+    archive.write_bytes(b"not opened by show")
+    write_recipe(tmp_path, "on-fsdd", "description: d\nshows: s\nset:\n  data.speech.source: fsdd\n")
+    listed = cli(["list"], tmp_path)
+    assert listed.returncode == 0 and re.search(r"^two-seeds +a test$", listed.stdout, re.M), listed.stdout
+    shown = cli(["show", "two-seeds"], tmp_path)
+    assert shown.stdout == "dvc exp run -n two-seeds -S '++train.seeds=[0,1]'\n", shown.stderr
+    shown = cli(["show", "on-fsdd", "--fsdd", "fsdd.tar.gz"], tmp_path)
+    assert shown.stdout.strip().endswith(f"-S ++data.speech.url={archive}"), shown.stdout
+    refused = cli(["show", "two-seeds", "--fsdd", "fsdd.tar.gz"], tmp_path)
+    assert refused.returncode == 1 and "does not use FSDD" in refused.stderr and refused.stderr.count("\n") == 1
+    missing = cli(["show", "on-fsdd", "--fsdd", "nowhere.tar.gz"], tmp_path)
+    assert missing.returncode == 1 and missing.stderr.startswith("error: --fsdd nowhere.tar.gz: no such file")
+    unknown = cli(["run", "two-seed"], tmp_path)
+    assert unknown.returncode == 1 and "did you mean 'two-seeds'?" in unknown.stderr
+
+
+def test_cli_refuses_a_name_that_exists(tmp_path):
+    """An experiment of that name on this commit: one line with both ways to run it again; DVC is never called."""
+    shutil.copy(PARAMS, tmp_path / "params.yaml")
+    write_recipe(tmp_path, "two-seeds", GOOD)
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x.invalid", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@x.invalid")
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "base"]):
+        subprocess.run(["git", *cmd], cwd=tmp_path, check=True, env=env, capture_output=True)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    subprocess.run(["git", "update-ref", f"refs/exps/{sha[:2]}/{sha[2:]}/two-seeds", "HEAD"], cwd=tmp_path, check=True)
+    proc = cli(["run", "two-seeds"], tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == (f"error: experiment 'two-seeds' exists for this commit ({sha[:7]}); to run it again: "
+                           "dvc exp remove two-seeds && make recipe NAME=two-seeds, or keep both: "
+                           "python -m stages.recipe run two-seeds --suffix 2\n")
+    assert cli(["run", "two-seeds", "--suffix", "Two"], tmp_path).stderr.startswith("error: --suffix 'Two'")
+
+
+@pytest.mark.parametrize("value", ["true", "NULL", "010", "1e3", "nan", "a,b", "x=y", "[a]", "a b", "http://h:80/x.tar.gz",
+                                   "", 0, 1.5, 1e-05, True, None, [0, 1], ["cnn", "resnet_se"], {}])
+def test_a_value_reads_back_as_itself_through_dvc(tmp_path, value):
+    from dvc.utils.hydra import apply_overrides
+    from ruamel.yaml import YAML
+
+    target = tmp_path / "p.yaml"
+    target.write_text("key: old   # a comment\n")
+    apply_overrides(target, [f"++key={recipes.hydra_value(value, 'test')}"])
+    got = YAML(typ="safe").load(target.read_text())["key"]
+    assert got == value and type(got) is type(value)
+    assert "# a comment" in target.read_text()
