@@ -49,6 +49,29 @@ def check_name_free(root: Path, name: str, recipe: str) -> None:
                          f"python -m stages.recipe run {recipe} --suffix 2")
 
 
+def start_from_committed_params(root: Path) -> None:
+    """DVC applies ``-S`` to the workspace's ``params.yaml``: a recipe must start from the committed one.
+
+    A ``params.yaml`` left by an earlier experiment (byte for byte that experiment's, so kept in its commit) is
+    restored from HEAD; any other change is the user's, and refused in one line.
+    """
+    from attention_cnn.common import atomic_write_bytes
+    from attention_cnn.results.collect import yaml_data
+    from attention_cnn.results.experiments import read_at
+
+    path = root / recipes.PARAMS_FILE
+    committed, now = read_at(root, head(root), recipes.PARAMS_FILE), path.read_bytes()
+    if committed is None or yaml_data(committed) == yaml_data(now):
+        return
+    left_by = next((e.name for e in experiments(root) if read_at(root, e.commit, recipes.PARAMS_FILE) == now), None)
+    if left_by is None:
+        raise StageError(f"{path.name} differs from the last commit, and a recipe's changes go on top of it; "
+                         f"commit the change or restore it (git checkout {path.name}), then run the recipe")
+    atomic_write_bytes(path, committed)
+    print(f"{path.name}: restored from the last commit (it held experiment '{left_by}''s params, kept in that "
+          f"experiment)", file=sys.stderr)
+
+
 def command(name: str, recipe: recipes.Recipe, fsdd: str | None, queue: bool) -> list[str]:
     args = ["-n", name] + (["--queue"] if queue else [])
     for flag in recipes.set_flags(recipe, fsdd):
@@ -92,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(shlex.join(["dvc", "exp", "run", *dvc_args]))
         return 0
     check_name_free(Path.cwd(), dvc_args[1], recipe.name)
+    start_from_committed_params(Path.cwd())
     print(shlex.join(["dvc", "exp", "run", *dvc_args]), flush=True)
     return subprocess.run([sys.executable, "-m", "attention_cnn.team.exp", "run", *dvc_args]).returncode
 

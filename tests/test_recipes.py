@@ -173,3 +173,41 @@ def test_a_value_reads_back_as_itself_through_dvc(tmp_path, value):
     got = YAML(typ="safe").load(target.read_text())["key"]
     assert got == value and type(got) is type(value)
     assert "# a comment" in target.read_text()
+
+
+def test_a_recipe_starts_from_the_committed_params(tmp_path):
+    """DVC applies -S to the workspace's params.yaml: one left by an earlier experiment is restored from HEAD
+    (it is kept in that experiment's commit); a change of the user's is refused in one line."""
+    from stages.recipe import start_from_committed_params
+
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x.invalid", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@x.invalid")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, env=env, capture_output=True,
+                              text=True).stdout.strip()
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(PARAMS, params)
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    base, committed = git("rev-parse", "HEAD"), params.read_bytes()
+    git("checkout", "-q", "-b", "exp")
+    params.write_text(params.read_text().replace("seeds: [0] ", "seeds: [0, 1]"))
+    git("commit", "-qam", "experiment")
+    left = params.read_bytes()
+    git("update-ref", f"refs/exps/{base[:2]}/{base[2:]}/two-seeds", "HEAD")
+    git("checkout", "-q", base)
+
+    params.write_bytes(committed.replace(b"data sets to train", b"the data sets to train"))   # a comment only
+    start_from_committed_params(tmp_path)
+    assert b"the data sets to train" in params.read_bytes()
+    params.write_bytes(left)                    # as `dvc exp run` leaves the workspace
+    start_from_committed_params(tmp_path)
+    assert params.read_bytes() == committed
+    params.write_bytes(left.replace(b"epochs: 15", b"epochs: 3"))
+    with pytest.raises(StageError, match=r"^params.yaml differs from the last commit, and a recipe's changes go on "
+                                         r"top of it; commit the change or restore it \(git checkout params.yaml\)"):
+        start_from_committed_params(tmp_path)
+    assert b"epochs: 3" in params.read_bytes()

@@ -45,7 +45,8 @@ class Candidate:
     baseline_params: Callable[[], bytes | None]  # params.yaml before the recipe's changes
 
 
-def _yaml(data: bytes | None, source: str) -> dict | None:
+def yaml_data(data: bytes | None) -> dict | None:
+    """Loaded as DVC loads params (YAML 1.2, safe); None when absent or not a mapping."""
     if data is None:
         return None
     from ruamel.yaml import YAML
@@ -68,7 +69,7 @@ def difference(expected: Params, actual: Params) -> str | None:
 
 def matches(recipe: recipes.Recipe, cand: Candidate) -> tuple[Params | None, str]:
     """The run's validated config when it is the recipe's, else None and why not."""
-    base, run = _yaml(cand.baseline_params(), "params.yaml"), _yaml(cand.read("params.yaml"), "params.yaml")
+    base, run = yaml_data(cand.baseline_params()), yaml_data(cand.read("params.yaml"))
     if base is None or run is None:
         return None, "no readable params.yaml"
     try:
@@ -115,7 +116,8 @@ def workspace_candidate(root: Path) -> tuple[Candidate | None, str]:
     tracked = ["dvc.lock", *(f"reports/{f}" for f in RESULT_FILES)]
     changed = git(root, "status", "--porcelain", "--", *tracked).stdout.strip()
     baseline = head(root)
-    params_changed = _yaml(read_at(root, baseline, "params.yaml"), "") != _yaml((root / "params.yaml").read_bytes(), "")
+    params_changed = (yaml_data(read_at(root, baseline, "params.yaml"))
+                      != yaml_data((root / "params.yaml").read_bytes()))
     if not changed and not params_changed:   # the committed results (comments in params.yaml may differ)
         commit, date = git(root, "log", "-1", "--format=%H %cI", "--", "reports/results.csv").stdout.split()
         uncommitted = False
