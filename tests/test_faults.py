@@ -122,7 +122,7 @@ def test_checkpoint_from_other_settings_is_not_resumed(tmp_path):
     (ckpt / "state.keras").write_bytes(b"not used")
     params = write_params(tmp_path / "params.yaml", epochs=1, resume=True)
     out = run(train_cmd(tmp_path, features, params, "run", ckpt), ROOT).stdout
-    assert "from other settings; starting from scratch" in out
+    assert "discarded: it has no fingerprint (written by older code); starting from scratch" in out
 
 
 def test_models_load_in_safe_mode_only(tmp_path):

@@ -122,16 +122,6 @@ def _round(value: Any) -> Any:
     return "" if value is None else round(float(value), 6)
 
 
-def settings_key(dataset: str, variant: str, seed: int, s: dict[str, Any], spec) -> str:
-    """Fingerprint of everything that determines a training run; a checkpoint is resumed only if it matches."""
-    import hashlib
-    import json
-
-    payload = {"dataset": dataset, "variant": variant, "seed": seed, "spec": spec.shards | {"shape": spec.shape},
-               "settings": {k: v for k, v in s.items() if k != "resume"}}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
 class Checkpoint:
     """Per-epoch training state in ``folder`` (outside DVC outputs, which DVC deletes before a stage runs).
 
@@ -156,8 +146,11 @@ class Checkpoint:
             state = json.loads(state_file.read_text())
         except ValueError:
             return None
-        if state.get("key") != self.key:
-            print(f"resume: checkpoint in {self.folder} is from other settings; starting from scratch", flush=True)
+        from attention_cnn.training.checkpoints import stale_reason
+
+        reason = stale_reason(state.get("fingerprint"), self.key)  # same params, code files and input data?
+        if reason:
+            print(f"resume: checkpoint in {self.folder} discarded: {reason}; starting from scratch", flush=True)
             return None
         return keras.models.load_model(model_file, safe_mode=True, compile=True), state
 
@@ -168,7 +161,7 @@ class Checkpoint:
         import os
 
         os.replace(tmp, self.folder / "state.keras")
-        atomic_write_json(self.folder / "state.json", {**state, "key": self.key})
+        atomic_write_json(self.folder / "state.json", {**state, "fingerprint": self.key})
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -214,7 +207,8 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, s: dict[str, 
     if replicas > 1:
         train_ds, val_ds = for_replicas(train_ds), (for_replicas(val_ds) if val_ds is not None else None)
 
-    checkpoint = Checkpoint(checkpoint_dir, settings_key(dataset, variant, seed, s, spec)) \
+    from attention_cnn.training.checkpoints import fingerprint  # params, code files, input data
+    checkpoint = Checkpoint(checkpoint_dir, fingerprint(dataset, variant, seed, s, features_dir)) \
         if (s["resume"] and checkpoint_dir) else None
     # float32 unless train.mixed_precision says otherwise (`make bench` measures the bfloat16 lever beside it).
     precision = set_precision(s.get("mixed_precision", "float32"))
