@@ -1,4 +1,4 @@
-"""Shared helpers for every stage: one-line errors, atomic writes, params.
+"""Shared helpers for every stage: one-line errors, atomic writes.
 
 Every stage's ``main()`` is wrapped by :func:`run_main`, so a
 :class:`StageError` becomes one line on stderr and exit status 1, never a
@@ -17,10 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import yaml
-
-PARAMS_FILE = "params.yaml"
-
 
 class StageError(Exception):
     """A problem the user can fix; printed as one line without a traceback."""
@@ -37,39 +33,6 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
-
-
-def load_params(path: str | os.PathLike = PARAMS_FILE, validate: bool = True) -> dict[str, Any]:
-    """Load ``params.yaml`` as a dict and validate it (``attention_cnn.config.schema``) before any work.
-
-    A missing or malformed file, an unknown key, a wrong type or an impossible value is one
-    ``StageError`` line naming the key.
-    """
-    p = Path(path)
-    try:
-        with p.open("r", encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise StageError(f"{p}: params file not found; run from the project root") from None
-    except yaml.YAMLError as exc:
-        raise StageError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise StageError(f"{p}: expected a mapping of parameters at the top level")
-    if validate:
-        from attention_cnn.config.schema import validate as check
-
-        check(data)
-    return data
-
-
-def get_param(params: dict[str, Any], dotted_key: str) -> Any:
-    """Return ``params['a']['b']`` for ``'a.b'``; a one-line error naming the key if absent."""
-    node: Any = params
-    for part in dotted_key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise StageError(f"params.yaml: missing key '{dotted_key}'")
-        node = node[part]
-    return node
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:

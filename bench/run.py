@@ -45,11 +45,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attention_cnn.training.runtime import cpu_features  # TensorFlow-free: the flags `auto` and oneDNN follow
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ARCHIVE = ROOT.parent / "shared" / "data" / "fsdd" / "free-spoken-digit-dataset-1.0.10.tar.gz"
-CHECKSUMS = ROOT / "data" / "checksums" / "fsdd-1.0.10.sha256"
 RESULT_TAG = "BENCH_RESULT "
-RAW_FLOAT32 = 391 * 257 * 4
 
 GOALS = {  # key: (comparison, target, what)
     "featurize_speedup_vs_study": (">=", 5.0, "featurize clips/s vs the study's per-file tf.data map"),
@@ -187,11 +187,13 @@ def project_copy(dest: Path, tiny: bool) -> Path:
     """
     import yaml
 
+    from attention_cnn.config import read_yaml
+
     for rel in git_files(ROOT):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dest / rel)
     if tiny:
-        params = yaml.safe_load((dest / "params.yaml").read_text())
+        params = read_yaml(dest / "params.yaml")  # YAML 1.2, as the stages and DVC read it
         (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(params), sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True, env=dvc_env())
@@ -254,13 +256,13 @@ class Bench:
         return value
 
     def run(self) -> dict[str, Any]:
-        from attention_cnn.data.fsdd import prepare_fsdd
+        from attention_cnn.data.fsdd import CHECKSUM_FILE, prepare_fsdd
 
         started = time.perf_counter()
         tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=self.args.tmp))
         try:
             log(f"mode {self.mode}; scratch folder {tmp}")
-            self.rows = prepare_fsdd(Path(self.args.archive), tmp / "fsdd", CHECKSUMS)
+            self.rows = prepare_fsdd(Path(self.args.archive), tmp / "fsdd", ROOT / CHECKSUM_FILE)
             self.raw_all = tmp / "fsdd"
             write_manifest(self.raw_all, self.rows)
             fi, tri, tei = self.size["feature_index"], self.size["train_index"], self.size["test_index"]
@@ -272,9 +274,9 @@ class Bench:
             subset(self.raw_all, self.rows, self.raw_train,
                    lambda r: fsdd_index(r["file"]) in (tri if r["split"] == "train" else tei))
             self.tmp = tmp
-            from attention_cnn.common import load_params
+            from attention_cnn.config import load_config
 
-            self.speech_cfg = load_params(self.args.params)["features"]["speech"]
+            self.speech_cfg = load_config(self.args.params).features.speech
             self.step("featurize", self.featurize)
             self.step("storage", self.storage)
             self.step("rss", self.rss)
@@ -293,7 +295,7 @@ class Bench:
     # ---- steps
 
     def stft_args(self) -> dict[str, int]:
-        return {k: int(self.speech_cfg[k]) for k in ("clip_samples", "frame_length", "frame_step", "fft_length")}
+        return {k: getattr(self.speech_cfg, k) for k in ("clip_samples", "frame_length", "frame_step", "fft_length")}
 
     def featurize(self) -> None:
         # ours, study, study, ours (ABBA, each in its own process, files in the page cache): the better of our two
@@ -340,7 +342,7 @@ class Bench:
     def storage(self) -> None:
         res, _, _ = run_worker("storage", {"features": str(self.main_features), "out": str(self.tmp / "storage"),
                                            "compressions": ["", "GZIP", "ZLIB", "ZLIB:1"]})
-        configured = self.speech_cfg.get("compression", "") or "none"
+        configured = self.speech_cfg.compression or "none"
         # The headline: the bytes our featurize stage wrote (feat-main), per example, against raw float32.
         self.results["stored_bytes_ratio"] = (self.main_bytes / res["examples"]) / res["raw_float32_bytes_per_example"]
         opts = res["options"]
@@ -520,17 +522,17 @@ class Bench:
 
     def speech_shape(self) -> list[int]:
         c = self.speech_cfg
-        return [1 + (c["clip_samples"] - c["frame_length"]) // c["frame_step"], c["fft_length"] // 2 + 1, 1]
+        return [1 + (c.clip_samples - c.frame_length) // c.frame_step, c.fft_length // 2 + 1, 1]
 
     def inference(self) -> None:
-        from attention_cnn.common import load_params
+        from attention_cnn.config import load_config
 
-        variants = load_params(self.args.params)["variants"]
-        frames = 1 + (self.speech_cfg["clip_samples"] - self.speech_cfg["frame_length"]) // self.speech_cfg["frame_step"]
+        variants = load_config(self.args.params).variants
+        frames = 1 + (self.speech_cfg.clip_samples - self.speech_cfg.frame_length) // self.speech_cfg.frame_step
         res, _, _ = run_worker("inference", {
             "params": self.args.params, "variants": variants, "batch": 64, "repeats": self.size["latency_repeats"],
             "warmup": 3, "batch_calls": self.size["batch_calls"],
-            "shapes": {"mnist": [28, 28, 1], "speech": [frames, self.speech_cfg["fft_length"] // 2 + 1, 1]}})
+            "shapes": {"mnist": [28, 28, 1], "speech": [frames, self.speech_cfg.fft_length // 2 + 1, 1]}})
         self.details["inference"] = res
 
     def repro(self, tmp: Path) -> None:
@@ -552,7 +554,7 @@ class Bench:
             "command": "python -m bench.run" + "".join(f" {a}" for a in sys.argv[1:]), "mode": self.mode,
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "total_s": round(total_s, 1), "step_s": self.step_s, "cpus": os.cpu_count(),
-            "cpu": _cpu_model(), "python": platform.python_version(), "tensorflow": _tf_version(),
+            **cpu_features(), "python": platform.python_version(), "tensorflow": _tf_version(),
             "data": "Free Spoken Digit Dataset v1.0.10 (real recordings), prepared with attention_cnn.data.fsdd.prepare_fsdd",
             "load_average_at_start": self.load_at_start,
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()]})
@@ -605,16 +607,6 @@ def build_result(results: dict[str, Any], details: dict[str, Any], errors: dict[
         "meta": meta,
     })
     return out
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _tf_version() -> str:

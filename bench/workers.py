@@ -66,12 +66,11 @@ def _folder_bytes(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).iterdir() if p.name.startswith(("train-", "test-")))
 
 
-def _speech_params(params_file: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    from attention_cnn.common import load_params
+def _features(params_file: str, overrides: dict[str, Any] | None = None):
+    """``features`` of the params file with ``features.speech`` keys changed."""
+    from attention_cnn.config import load_config
 
-    params = load_params(params_file)
-    params["features"]["speech"].update(overrides or {})
-    return params
+    return load_config(params_file, {f"features.speech.{k}": v for k, v in (overrides or {}).items()}).features
 
 
 def _epoch_timer():
@@ -118,9 +117,9 @@ def featurize_ours(a: dict[str, Any]) -> dict[str, Any]:
     after_import = maxrss_mb()
     runs = []
     for job in a["jobs"]:  # [{"raw", "out", "overrides"}]; the first may be a warm-up
-        params = _speech_params(a["params"], job.get("overrides"))
+        features = _features(a["params"], job.get("overrides"))
         start = time.perf_counter()
-        spec = featurize("speech", Path(job["raw"]), Path(job["out"]), params, progress=False)
+        spec = featurize("speech", Path(job["raw"]), Path(job["out"]), features, progress=False)
         seconds = time.perf_counter() - start
         n = spec.num_examples("train") + spec.num_examples("test")
         runs.append({"out": job["out"], "clips": n, "seconds": seconds, "clips_per_s": n / seconds,
@@ -242,15 +241,14 @@ def storage(a: dict[str, Any]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- training
 
-def _cnn_settings(params_file: str, epochs: int, **extra) -> dict[str, Any]:
-    from attention_cnn.common import load_params
-    from attention_cnn.training.train import train_settings
+def _cnn_settings(params_file: str, epochs: int, **train):
+    """``(train, models.cnn)`` of the params file, ``epochs`` without early stopping, other ``train`` keys changed."""
+    from attention_cnn.config import load_config
 
-    s = train_settings(load_params(params_file), "speech", "cnn")
-    s.update({"epochs": epochs, "resume": False,
-              "early_stopping": {"monitor": "accuracy", "patience": 1000}})
-    s.update(extra)
-    return s
+    changes = {"train.epochs": epochs, "train.resume": False,
+               "train.early_stopping": {"monitor": "accuracy", "patience": 1000}}
+    config = load_config(params_file, {**changes, **{f"train.{k}": v for k, v in train.items()}})
+    return config.train, config.model("cnn")
 
 
 def accuracy(a: dict[str, Any]) -> dict[str, Any]:
@@ -264,9 +262,9 @@ def accuracy(a: dict[str, Any]) -> dict[str, Any]:
     for tag, folder in a["folders"].items():  # tag "<name>" or "<name>@bfloat16" (train.mixed_precision)
         keras.backend.clear_session()
         keras.utils.set_random_seed(a["seed"])
-        s = _cnn_settings(a["params"], a["epochs"], validation_fraction=0.0, validate_on_test=True,
-                          mixed_precision=tag.partition("@")[2] or "float32")
-        _, spec, rows, summary = fit(Path(folder), "speech", "cnn", a["seed"], s, live=None, verbose=0)
+        train, cnn = _cnn_settings(a["params"], a["epochs"], validation_fraction=0.0, validate_on_test=True,
+                                   mixed_precision=tag.partition("@")[2] or "float32")
+        _, spec, rows, summary, _ = fit(Path(folder), "speech", "cnn", a["seed"], train, cnn, live=None, verbose=0)
         out[tag] = {"test_accuracy": rows[-1][4], "test_loss": rows[-1][3], "train_accuracy": rows[-1][2],
                     "test_accuracy_per_epoch": [r[4] for r in rows], "train_examples": spec.num_examples("train"),
                     "test_examples": spec.num_examples("test"), "epochs": len(rows),
@@ -282,14 +280,14 @@ def epoch_ours(a: dict[str, Any]) -> dict[str, Any]:
     clock = _EpochClock()
     # The study validated on the test set every epoch; our train stage does the same with validate_on_test.
     # train.mixed_precision as params.yaml sets it (the train stage's own), unless the bench asks for another.
-    s = _cnn_settings(a["params"], a["epochs"], validation_fraction=0.0, validate_on_test=True,
-                      **({"mixed_precision": a["precision"]} if a.get("precision") else {}))
+    train, cnn = _cnn_settings(a["params"], a["epochs"], validation_fraction=0.0, validate_on_test=True,
+                               **({"mixed_precision": a["precision"]} if a.get("precision") else {}))
     start = time.perf_counter()
-    _, spec, rows, summary = fit(Path(a["features"]), "speech", "cnn", a["seed"], s, live=clock, verbose=0)
+    _, spec, rows, summary, _ = fit(Path(a["features"]), "speech", "cnn", a["seed"], train, cnn, live=clock, verbose=0)
     stamps = [start] + clock.stamps
     epochs = [b - a_ for a_, b in zip(stamps, stamps[1:])]  # the first includes model build and cache fill
     return {"epoch_s": epochs, "train_examples": spec.num_examples("train"), "test_examples": spec.num_examples("test"),
-            "batch_size": s["batch_size"], "mixed_precision": summary["mixed_precision"],
+            "batch_size": train.batch_size_for("speech"), "mixed_precision": summary["mixed_precision"],
             "onednn": onednn_on(), "num_replicas": summary["num_replicas"], "maxrss_mb": maxrss_mb()}
 
 
@@ -298,7 +296,7 @@ def study_epoch(a: dict[str, Any]) -> dict[str, Any]:
     tf = _study(a["seed"])
     import keras
 
-    from attention_cnn.common import load_params
+    from attention_cnn.config import load_config
     from attention_cnn.models import build_model
 
     rows = _manifest(a["raw"], "train")
@@ -315,7 +313,7 @@ def study_epoch(a: dict[str, Any]) -> dict[str, Any]:
               .batch(a["batch_size"]))  # the study validated on the test set every epoch
     from attention_cnn.models.blocks import portable
 
-    settings = load_params(a["params"])["models"]["cnn"]
+    settings = load_config(a["params"]).model("cnn")
     # the study's layers, same param count, with Keras' own Dropout (portable swaps FastDropout back)
     model = portable(build_model("cnn", (*_frames_bins(a), 1), NUM_CLASSES, settings))
     model.compile(optimizer=keras.optimizers.Adam(), loss="categorical_crossentropy", metrics=["accuracy"])
@@ -342,7 +340,7 @@ def pipeline(a: dict[str, Any]) -> dict[str, Any]:
     tf = _ours(a["seed"])
     import keras
 
-    from attention_cnn.common import load_params
+    from attention_cnn.config import load_config
     from attention_cnn.models import build_model
     from attention_cnn.features.tfrecords import FEATURE_KEY, LABEL_KEY, batched, load_split, read_spec
 
@@ -360,9 +358,9 @@ def pipeline(a: dict[str, Any]) -> dict[str, Any]:
         return (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(buf, seed=seed, reshuffle_each_iteration=True)
                 .batch(bs).prefetch(tf.data.AUTOTUNE))
 
-    settings = load_params(a["params"])["models"]["cnn"]
+    settings = load_config(a["params"]).model("cnn")
     model = build_model("cnn", tuple(spec.shape), spec.num_classes, settings)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.get("learning_rate", 0.001)),
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(in_memory().take(3), epochs=1, verbose=0)  # trace the train step once, outside the timings
 
@@ -398,12 +396,12 @@ def train_levers(a: dict[str, Any]) -> dict[str, Any]:
     tf = _ours(0)
     import keras
 
-    from attention_cnn.common import load_params
+    from attention_cnn.config import load_config
     from attention_cnn.models import build_model
     from attention_cnn.models.blocks import portable
     from attention_cnn.training.optimizers import FusedAdam
 
-    settings = load_params(a["params"])["models"]["cnn"]
+    settings = load_config(a["params"]).model("cnn")
     shape = tuple(a["shape"])
     rng = np.random.default_rng(0)
     x = rng.random((a["batch_size"], *shape), dtype=np.float32)
@@ -414,7 +412,8 @@ def train_levers(a: dict[str, Any]) -> dict[str, Any]:
         keras.utils.set_random_seed(0)
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bf16" in name else "float32")
         # no_dropout: not a lever (dropout is the study's), it prices the dropout masks' random numbers
-        model = build_model("cnn", shape, NUM_CLASSES, {**settings, "dropout": 0.0} if name == "no_dropout" else settings)
+        model = build_model("cnn", shape, NUM_CLASSES,
+                            settings.model_copy(update={"dropout": 0.0}) if name == "no_dropout" else settings)
         if name == "keras_dropout":
             model = portable(model)  # the same model with keras.layers.Dropout
         optimizer = keras.optimizers.Adam() if name == "keras_adam" else FusedAdam()
@@ -446,20 +445,18 @@ def inference(a: dict[str, Any]) -> dict[str, Any]:
     Models have random (untrained) weights: speed does not depend on the weight values.
     """
     tf = _ours(0)
-    from attention_cnn.common import load_params
+    from attention_cnn.config import load_config
     from attention_cnn.evaluation.evaluate import measure_latency_ms
     from attention_cnn.models import build_model
     from attention_cnn.training.runtime import set_precision
-    from attention_cnn.training.train import train_settings
 
-    params = load_params(a["params"])
-    # The precision the train stage builds its models in (train.mixed_precision, read as the stage reads it).
-    precision = set_precision(train_settings(params, "speech", "cnn")["mixed_precision"])
+    config = load_config(a["params"])
+    precision = set_precision(config.train.mixed_precision)  # the precision the train stage builds its models in
     rng = np.random.default_rng(0)
     out = {}
     for dataset, shape in a["shapes"].items():
         for variant in a["variants"]:
-            model = build_model(variant, tuple(shape), NUM_CLASSES, params["models"].get(variant, {}))
+            model = build_model(variant, tuple(shape), NUM_CLASSES, config.model(variant))
             example = rng.random(shape, dtype=np.float32)
             p50, p95 = measure_latency_ms(model, example, a["repeats"], a["warmup"])
             batch = tf.convert_to_tensor(rng.random((a["batch"], *shape), dtype=np.float32))

@@ -42,6 +42,37 @@ def serve_dir():
         server.server_close()
 
 
+def onednn_setting(which: str) -> str:
+    """``TF_ENABLE_ONEDNN_OPTS`` for a fresh Python: ``same`` as this process's TensorFlow runs, or ``flipped``.
+
+    TensorFlow's default turns oneDNN on only on CPUs with AVX-512, and oneDNN's float32 kernels round
+    differently from Eigen's: a fresh process compares bit for bit only under the same setting.
+    """
+    from attention_cnn.training.runtime import onednn_enabled
+
+    on = onednn_enabled() if which == "same" else not onednn_enabled()
+    return "1" if on else "0"
+
+
+FRESH_ONEDNN_CHECK = ("from tensorflow.python.util import _pywrap_util_port\n"
+                      "print('onednn', int(_pywrap_util_port.IsMklEnabled()))\n")
+
+
+def fresh_python(code: str, args: list, cwd: Path, onednn: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a new Python with oneDNN set per :func:`onednn_setting`; assert it ran that setting."""
+    setting = onednn_setting(onednn)
+    proc = subprocess.run([sys.executable, "-c", code + FRESH_ONEDNN_CHECK, *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS=setting))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"onednn {setting}" in proc.stdout, proc.stdout[-500:]
+    return proc
+
+
+# A fresh process under the other oneDNN setting computes the same model with other kernels: float32
+# rounding, a few units in the last place of each sum (differences of about 2e-8 were seen on probabilities).
+FLIPPED_ONEDNN_TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+
+
 def project_files() -> list[str]:
     """Files a clean clone would have: tracked plus untracked-but-not-ignored (so work in progress is tested too),
     less the committed results of the default run (dvc.lock, reports/): a test project starts with none, so
@@ -99,6 +130,13 @@ def deep_update(base: dict, update: dict) -> dict:
         else:
             base[key] = value
     return base
+
+
+def config(changes: dict | None = None):
+    """This project's params.yaml with ``{dotted key: value}`` changes, validated: the typed config a stage gets."""
+    from attention_cnn.config import load_config
+
+    return load_config(ROOT / "params.yaml", changes)
 
 
 # Tiny settings: the real code path, shrunk to seconds on a 2-core CPU.

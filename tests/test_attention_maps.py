@@ -286,7 +286,7 @@ def write_features(folder: Path, n_test: int = 8) -> Path:
 
 @pytest.mark.parametrize("variant", ["cnn_attention", "cnn"])
 def test_evaluate_stage_writes_the_attention_folder(variant, tmp_path):
-    from attention_cnn.evaluation import evaluate
+    from stages import evaluate
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()

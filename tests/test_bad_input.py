@@ -17,22 +17,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from scipy.io import wavfile
 
-from conftest import deep_update
+from conftest import config
 from attention_cnn.data import audio
 from attention_cnn.features import featurize
 from attention_cnn.data import speech as fetch_speech
 from attention_cnn.common import StageError, read_csv_dicts
+from attention_cnn.config import parse_config, read_yaml
 from attention_cnn.features.tfrecords import load_split
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 8000
 FREQ = 440.0
 AMP = 0.5
-FEATURES = {"sample_rate_hz": 8000, "clip_samples": 4000, "frame_length": 320, "frame_step": 128,
-            "fft_length": 512, "storage_dtype": "float32", "examples_per_shard": 64, "chunk_clips": 4}
+FEATURES = config({f"features.speech.{k}": v for k, v in {
+    "sample_rate_hz": 8000, "clip_samples": 4000, "frame_length": 320, "frame_step": 128, "fft_length": 512,
+    "storage_dtype": "float32", "examples_per_shard": 64, "chunk_clips": 4}.items()}).features
 
 
 # ----------------------------------------------------------------------------- file makers
@@ -111,11 +112,20 @@ def good_folder(root: Path, classes=("0", "1")) -> Path:
     return root
 
 
-def params(root: Path, on_bad_file: str | None = "error", labels: str = "subfolder") -> dict:
-    p = {"data": {"speech": {"source": "folder", "path": str(root), "labels": labels}}}
-    if on_bad_file is not None:
+def raw_params(root: Path, on_bad_file: str | None = "error", labels: str = "subfolder") -> dict:
+    """The project's params.yaml (as loaded) with the speech source set to the folder ``root``."""
+    p = read_yaml(ROOT / "params.yaml")
+    p["data"]["speech"].update({"source": "folder", "path": str(root), "labels": labels})
+    if on_bad_file is None:
+        del p["data"]["on_bad_file"]
+    else:
         p["data"]["on_bad_file"] = on_bad_file
     return p
+
+
+def params(root: Path, on_bad_file: str | None = "error", labels: str = "subfolder"):
+    """The ``data`` config fetch_speech.fetch takes."""
+    return parse_config(raw_params(root, on_bad_file, labels)).data
 
 
 def no_output(out: Path) -> bool:
@@ -247,8 +257,8 @@ def test_default_is_error_and_an_unknown_mode_is_a_clear_error(tmp_path):
     write(root / "test" / "1" / "empty.wav", b"")
     with pytest.raises(StageError, match=r"empty\.wav: empty file"):
         fetch_speech.fetch(params(root, None), tmp_path / "out")  # no data.on_bad_file at all
-    with pytest.raises(StageError, match="data.on_bad_file must be 'error' or 'skip', got 'ignore'"):
-        fetch_speech.fetch(params(root, "ignore"), tmp_path / "out")
+    with pytest.raises(StageError, match="data.on_bad_file must be one of error, skip, got 'ignore'"):
+        params(root, "ignore")
     assert no_output(tmp_path / "out")
 
 
@@ -364,8 +374,7 @@ def test_featurize_on_kept_files_resamples_mixes_cuts_and_counts(tmp_path, capsy
     rates = {Path(r["file"]).name: int(r["sample_rate_hz"]) for r in read_csv_dicts(tmp_path / "raw/manifest.csv")}
     assert rates["rate44100.wav"] == 44100 and rates["rate48000_stereo24.wav"] == 48000
 
-    spec = featurize.featurize("speech", tmp_path / "raw", tmp_path / "feat", {"features": {"speech": FEATURES}},
-                               progress=False)
+    spec = featurize.featurize("speech", tmp_path / "raw", tmp_path / "feat", FEATURES, progress=False)
     assert spec.counts == {"train": {"quiet": 2, "tone": 7}, "test": {"quiet": 1, "tone": 1}}
     assert spec.stats["clips_cut"] == 1 and spec.stats["clips_padded"] == 10  # long.wav: 8000 > 4000 samples
     assert "1 of 11 clips are longer than features.speech.clip_samples" in capsys.readouterr().err
@@ -453,8 +462,7 @@ def test_non_ascii_file_and_class_names(tmp_path):
     assert "recordings/train/七/録音.wav" in text and "recordings/test/fünf/été.wav" in text
     rows = read_csv_dicts(tmp_path / "raw" / "manifest.csv")
     assert all((tmp_path / "raw" / r["file"]).is_file() for r in rows)
-    spec = featurize.featurize("speech", tmp_path / "raw", tmp_path / "feat", {"features": {"speech": FEATURES}},
-                               progress=False)
+    spec = featurize.featurize("speech", tmp_path / "raw", tmp_path / "feat", FEATURES, progress=False)
     assert spec.class_names == ["fünf", "七"] and spec.counts["test"] == {"fünf": 1, "七": 1}
 
 
@@ -501,10 +509,9 @@ def _cli(tmp_path: Path, on_bad_file: str, bad_name: str = "zz_broken.wav") -> s
     root = good_folder(tmp_path / "mine")
     write(root / "train" / "1" / bad_name, bytes(range(200)))
     # the stage validates the whole file, so start from the project's params.yaml
-    full = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), params(root, on_bad_file))
-    (tmp_path / "params.yaml").write_text(json.dumps(full), encoding="utf-8")
+    (tmp_path / "params.yaml").write_text(json.dumps(raw_params(root, on_bad_file)), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "attention_cnn.data.speech", "--params", str(tmp_path / "params.yaml"),
+    return subprocess.run([sys.executable, "-m", "stages.fetch_speech", "--params", str(tmp_path / "params.yaml"),
                            "--out", str(tmp_path / "out")], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
 

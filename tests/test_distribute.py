@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from attention_cnn.common import StageError
-from attention_cnn.training.runtime import check_strategy, is_chief, task_name
+from attention_cnn.training.runtime import check_multi_worker, is_chief, task_name
+from conftest import config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = "DISTRIBUTE_RESULT "
@@ -123,7 +124,7 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _train_cmd(params: Path, features: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "attention_cnn.training.train", "--params", str(params), "--dataset", "mnist", "--variant", "cnn",
+    return [sys.executable, "-m", "stages.train", "--params", str(params), "--dataset", "mnist", "--variant", "cnn",
             "--seed", "0", "--features", str(features), "--out", str(out / "model"),
             "--history", str(out / "history.csv"), "--summary", str(out / "summary.json"),
             "--live-dir", str(out / "live"), "--checkpoint-dir", str(out / "ckpt")]
@@ -173,7 +174,7 @@ def test_two_workers_train_together_and_only_the_chief_writes(mirrored, tmp_path
 def test_multi_worker_without_tf_config_is_one_line(monkeypatch, tmp_path):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(StageError, match="train.strategy=multi_worker needs the TF_CONFIG environment variable"):
-        check_strategy("multi_worker")
+        check_multi_worker("multi_worker")
     # The stage says so in one line before loading data or TensorFlow (the features folder does not even exist).
     params = _params(tmp_path, strategy="multi_worker")
     proc = subprocess.run(_train_cmd(params, tmp_path / "missing", tmp_path / "out"), cwd=ROOT, capture_output=True,
@@ -186,13 +187,13 @@ def test_multi_worker_without_tf_config_is_one_line(monkeypatch, tmp_path):
 
 def test_unknown_strategy_and_bad_tf_config_are_one_line(monkeypatch):
     with pytest.raises(StageError, match="train.strategy must be one of auto, default, mirrored, multi_worker"):
-        check_strategy("mirror")
+        config({"train.strategy": "mirror"})
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(StageError, match="TF_CONFIG is not valid JSON"):
         is_chief()
     monkeypatch.setenv("TF_CONFIG", "[1, 2]")
     with pytest.raises(StageError, match="TF_CONFIG must be a JSON object"):
-        check_strategy("multi_worker")
+        check_multi_worker("multi_worker")
 
 
 @pytest.mark.parametrize("tf_config, chief, name", [

@@ -10,6 +10,7 @@ from attention_cnn.features import featurize
 from attention_cnn.data import speech as fetch_speech
 from attention_cnn.common import StageError, read_csv_dicts
 from attention_cnn.features.tfrecords import load_split, read_spec
+from conftest import config
 
 STUDY = {"sample_rate_hz": 8000, "clip_samples": 12800, "frame_length": 320, "frame_step": 32, "fft_length": 512}
 
@@ -43,14 +44,14 @@ def test_resample_with_tensorflow_io_keeps_duration_and_pitch():
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("frame_step", 0, "features.speech.frame_step must be a positive integer"),
-    ("clip_samples", 100, "clip_samples must be >= features.speech.frame_length"),
-    ("fft_length", 256, "fft_length must be >="),
-    ("sample_rate_hz", "8k", "sample_rate_hz must be a positive integer"),
+    ("frame_step", 0, "features.speech.frame_step must be > 0"),
+    ("clip_samples", 100, "clip_samples .100. must be >= features.speech.frame_length"),
+    ("fft_length", 256, "fft_length .256. must be >="),
+    ("sample_rate_hz", "8k", "sample_rate_hz must be an integer"),
 ])
 def test_bad_speech_settings_name_the_key(key, value, match):
     with pytest.raises(StageError, match=match):
-        featurize.speech_settings({**STUDY, key: value})
+        config({f"features.speech.{key}": value})
 
 
 def test_featurize_speech_end_to_end_from_mixed_rate_stereo_files(tmp_path):
@@ -62,11 +63,12 @@ def test_featurize_speech_end_to_end_from_mixed_rate_stereo_files(tmp_path):
             samples = (rng.standard_normal((rate // 4, 2)) * 3000).astype(np.int16)  # stereo, 0.25 s
             (root / split / str(i % 2)).mkdir(parents=True, exist_ok=True)
             wavfile.write(root / split / str(i % 2) / f"c{i}.wav", rate, samples)
-    fetch_speech.fetch({"data": {"speech": {"source": "folder", "path": str(root), "labels": "subfolder"}}},
-                       tmp_path / "raw")
-    params = {"features": {"speech": {**STUDY, "clip_samples": 4000, "storage_dtype": "float16",
-                                      "examples_per_shard": 3, "chunk_clips": 4}}}
-    spec = featurize.featurize("speech", tmp_path / "raw", tmp_path / "feat", params, progress=False)
+    fetch_speech.fetch(config({"data.speech.source": "folder", "data.speech.path": str(root),
+                               "data.speech.labels": "subfolder"}).data, tmp_path / "raw")
+    features = config({**{f"features.speech.{k}": v for k, v in STUDY.items()}, "features.speech.clip_samples": 4000,
+                       "features.speech.storage_dtype": "float16", "features.speech.examples_per_shard": 3,
+                       "features.speech.chunk_clips": 4}).features
+    spec = featurize.featurize("speech", tmp_path / "raw", tmp_path / "feat", features, progress=False)
     assert spec.shape == [featurize.num_frames(4000, 320, 32), 257, 1]
     assert spec.counts == {"train": {"0": 3, "1": 3}, "test": {"0": 1, "1": 1}}
     assert spec.source == "folder" and len(spec.shards["train"]) == 2 and spec.stats["std"] > 0
@@ -84,7 +86,7 @@ def test_featurize_speech_end_to_end_from_mixed_rate_stereo_files(tmp_path):
 
 def test_featurize_requires_fetch_output(tmp_path):
     with pytest.raises(StageError, match="run the fetch stage first"):
-        featurize.featurize("speech", tmp_path / "nothing", tmp_path / "out", {"features": {"speech": STUDY}})
+        featurize.featurize("speech", tmp_path / "nothing", tmp_path / "out", config().features)
     assert not (tmp_path / "out").exists()
 
 

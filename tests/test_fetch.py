@@ -12,12 +12,14 @@ from attention_cnn.data import mnist as fetch_mnist
 
 from attention_cnn.data import speech as fetch_speech
 from attention_cnn.common import StageError, read_csv_dicts, sha256_file
+from conftest import config
 
 
 # ---------- MNIST ----------
 
 def test_embedded_split_is_stratified_and_deterministic(tmp_path):
-    params = {"data": {"mnist": {"source": "embedded", "embedded_test_per_class": 100, "split_seed": 0}}}
+    params = config({"data.mnist.source": "embedded", "data.mnist.embedded_test_per_class": 100,
+                     "data.mnist.split_seed": 0}).data.mnist
     info = fetch_mnist.fetch(params, tmp_path / "a")
     assert info["counts"] == {"train": 4000, "test": 1000}
     rows = read_csv_dicts(tmp_path / "a" / "manifest.csv")
@@ -66,7 +68,8 @@ def make_idx_mirror(folder, n_train=30, n_test=10):
 def test_idx_download_from_loopback_mirror_verifies_checksums(tmp_path, serve_dir):
     digests = make_idx_mirror(tmp_path / "mirror")
     base = serve_dir(tmp_path / "mirror")
-    params = {"data": {"mnist": {"source": "idx", "url": base, "path": str(tmp_path / "none"), "sha256": digests}}}
+    params = config({"data.mnist.source": "idx", "data.mnist.url": base, "data.mnist.path": str(tmp_path / "none"),
+                     "data.mnist.sha256": digests}).data.mnist
     info = fetch_mnist.fetch(params, tmp_path / "out")
     assert info["counts"] == {"train": 30, "test": 10} and info["origin"] == base
     assert len(read_csv_dicts(tmp_path / "out" / "manifest.csv")) == 40
@@ -74,7 +77,8 @@ def test_idx_download_from_loopback_mirror_verifies_checksums(tmp_path, serve_di
 
 def test_idx_checksum_mismatch_fails_and_leaves_no_output(tmp_path, serve_dir):
     make_idx_mirror(tmp_path / "mirror")  # digests differ from the published MNIST ones
-    params = {"data": {"mnist": {"source": "idx", "url": [serve_dir(tmp_path / "mirror")], "path": str(tmp_path / "x")}}}
+    params = config({"data.mnist.source": "idx", "data.mnist.url": [serve_dir(tmp_path / "mirror")],
+                     "data.mnist.path": str(tmp_path / "x")}).data.mnist
     with pytest.raises(StageError, match="could not get MNIST IDX files") as err:
         fetch_mnist.fetch(params, tmp_path / "out")
     assert "\n" not in str(err.value) and "sha256" in str(err.value).lower()
@@ -84,15 +88,28 @@ def test_idx_checksum_mismatch_fails_and_leaves_no_output(tmp_path, serve_dir):
 
 def test_idx_from_local_folder(tmp_path):
     digests = make_idx_mirror(tmp_path / "mine")
-    params = {"data": {"mnist": {"source": "idx", "path": str(tmp_path / "mine"), "sha256": digests}}}
+    params = config({"data.mnist.source": "idx", "data.mnist.path": str(tmp_path / "mine"),
+                     "data.mnist.sha256": digests}).data.mnist
     assert fetch_mnist.fetch(params, tmp_path / "out")["origin"].startswith("folder")
 
 
-def test_unknown_mnist_source_and_unknown_digest_key(tmp_path):
-    with pytest.raises(StageError, match="data.mnist.source"):
-        fetch_mnist.fetch({"data": {"mnist": {"source": "kaggle"}}}, tmp_path / "o")
-    with pytest.raises(StageError, match="data.mnist.sha256 has unknown file"):
-        fetch_mnist.expected_digests({"train.gz": "00"})
+def test_own_idx_files_with_other_digests_say_which_key_to_set(tmp_path):
+    """A user's own files are not "deleted" and there is no URL: the line names the file and data.mnist.sha256."""
+    make_idx_mirror(tmp_path / "mine")  # digests differ from the published MNIST ones
+    params = config({"data.mnist.source": "idx", "data.mnist.path": str(tmp_path / "mine")}).data.mnist
+    with pytest.raises(StageError) as err:
+        fetch_mnist.fetch(params, tmp_path / "out")
+    msg = str(err.value)
+    assert "\n" not in msg and "train-images-idx3-ubyte.gz" in msg and "data.mnist.sha256" in msg
+    assert "deleted" not in msg and "URL" not in msg
+    assert (tmp_path / "mine" / "train-images-idx3-ubyte.gz").is_file() and not (tmp_path / "out").exists()
+
+
+def test_unknown_mnist_source_and_unknown_digest_key():
+    with pytest.raises(StageError, match="data.mnist.source must be one of embedded, idx, got 'kaggle'"):
+        config({"data.mnist.source": "kaggle"})
+    with pytest.raises(StageError, match="unknown key 'data.mnist.sha256.train.gz'"):
+        config({"data.mnist.sha256": {"train.gz": "0" * 64}})
 
 
 # ---------- speech: user folder and label rules ----------
@@ -104,7 +121,7 @@ def write_wav(path, seconds=0.25, rate=8000, freq=440.0):
 
 
 def speech_params(root, labels):
-    return {"data": {"speech": {"source": "folder", "path": str(root), "labels": labels}}}
+    return config({"data.speech.source": "folder", "data.speech.path": str(root), "data.speech.labels": labels}).data
 
 
 def test_labels_from_subfolders_with_study_style_capitalised_splits(tmp_path):
@@ -160,14 +177,14 @@ def test_missing_split_folder_and_unknown_rule_are_clear(tmp_path):
         fetch_speech.fetch(speech_params(root, "prefix"), tmp_path / "out")
     write_wav(root / "test" / "1_a_1.wav")
     with pytest.raises(StageError, match="data.speech.labels must be one of"):
-        fetch_speech.fetch(speech_params(root, "alphabetical"), tmp_path / "out")
+        speech_params(root, "alphabetical")
     with pytest.raises(StageError, match="does not exist"):
         fetch_speech.fetch(speech_params(tmp_path / "nowhere", "prefix"), tmp_path / "out")
 
 
 def test_embedded_speech_source_writes_manifest_and_disjoint_speakers(tmp_path):
-    params = {"data": {"speech": {"source": "embedded", "embedded": {
-        "train_voices": 2, "test_voices": 1, "takes_per_voice": 1, "noise_snr_db": 30.0, "seed": 0}}}}
+    params = config({"data.speech.source": "embedded", "data.speech.embedded": {
+        "train_voices": 2, "test_voices": 1, "takes_per_voice": 1, "noise_snr_db": 30.0, "seed": 0}}).data
     info = fetch_speech.fetch(params, tmp_path / "out")
     assert info["counts"] == {"train": 20, "test": 10}
     assert not set(info["speakers"]["train"]) & set(info["speakers"]["test"])

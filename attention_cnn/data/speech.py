@@ -67,11 +67,10 @@ followed (their content is copied). ``train/`` and ``test/`` themselves may be l
 
 Output folder: ``recordings/...`` (the audio files as they were), ``manifest.csv``
 (file, label, split, speaker, duration_s, sample_rate_hz, sha256; UTF-8, sorted by
-file), ``skipped.csv`` and ``source.json``.
+file), ``skipped.csv`` and ``source.json``. The DVC entry point is ``stages/fetch_speech.py``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -83,36 +82,22 @@ from typing import Any
 
 from attention_cnn.data.audio import (AUDIO_SUFFIXES, UNSUPPORTED_AUDIO_SUFFIXES, BadFileError, display_path, is_silent,
                           read_audio)
-from attention_cnn.common import (StageError, atomic_dir, atomic_write_json, get_param, load_params, run_main,
-                           sha256_file, write_csv_rows)
-from attention_cnn.config.schema import check_split_source, check_test_speakers, setting
+from attention_cnn.data import fsdd
+from attention_cnn.common import StageError, atomic_dir, atomic_write_json, sha256_file, write_csv_rows
+from attention_cnn.config.errors import did_you_mean, show
+from attention_cnn.config.params import Data, SpeechData, SpeechEmbedded
 
 MANIFEST_HEADER = ["file", "label", "split", "speaker", "duration_s", "sample_rate_hz", "sha256"]
 SKIPPED_HEADER = ["file", "split", "reason"]
 SKIPPED_FILE = "skipped.csv"
-LABEL_RULES = ("subfolder", "prefix", "cyclic")
-BAD_FILE_MODES = ("error", "skip")
-FSDD_CHECKSUMS = Path("data/checksums/fsdd-1.0.10.sha256")
 SPLITS = ("train", "test")
-SPLIT_RULES = ("official", "speakers")  # data.speech.split
 SHOW = 3  # examples named in a warning line
-
-
-def bad_file_mode(params: dict[str, Any]) -> str:
-    """``data.on_bad_file`` ('error' when absent, as in older params files)."""
-    data = params.get("data") if isinstance(params, dict) else None
-    mode = data.get("on_bad_file", "error") if isinstance(data, dict) else "error"
-    if mode not in BAD_FILE_MODES:
-        raise StageError(f"params.yaml: data.on_bad_file must be 'error' or 'skip', got {mode!r}")
-    return mode
 
 
 class BadFiles:
     """Applies ``data.on_bad_file``: 'error' raises at the first bad file, 'skip' records it and goes on."""
 
     def __init__(self, mode: str = "error"):
-        if mode not in BAD_FILE_MODES:
-            raise StageError(f"params.yaml: data.on_bad_file must be 'error' or 'skip', got {mode!r}")
         self.mode = mode
         self.skipped: list[tuple[str, str, str]] = []  # (file, split, reason)
 
@@ -176,11 +161,6 @@ def walk_split(folder: Path) -> tuple[list[Path], list[Path], list[tuple[Path, s
     return sorted(files), sorted(linked), sorted(unreadable)
 
 
-def list_audio(folder: Path) -> list[Path]:
-    """Audio files under ``folder``, recursively, in sorted (deterministic) order."""
-    return walk_split(folder)[0]
-
-
 _PREFIX = re.compile(r"^(\d+)_")
 
 
@@ -200,9 +180,7 @@ def label_for(path: Path, rule: str, position: int, split_dir: Path | None = Non
             raise BadFileError(path, "file name has no digits before '_' to take a label from "
                                      "(data.speech.labels=prefix expects names like 3_alice_0.wav)")
         return str(int(match.group(1)))
-    if rule == "cyclic":
-        return str(position % 10)
-    raise StageError(f"params.yaml: data.speech.labels must be one of {LABEL_RULES}, got '{rule}'")
+    return str(position % 10)  # cyclic
 
 
 def speaker_for(path: Path) -> str:
@@ -240,8 +218,6 @@ def collect_folder(root: Path, rule: str, out: Path, bad: BadFiles | None = None
     notes = notes if notes is not None else Notes()
     rows = []
     split_dirs = find_split_dirs(root)
-    if rule not in LABEL_RULES:
-        raise StageError(f"params.yaml: data.speech.labels must be one of {LABEL_RULES}, got '{rule}'")
     for split, folder in split_dirs.items():
         files, linked, unreadable = walk_split(folder)
         notes.linked_dirs.extend(display_path(p) for p in linked)
@@ -307,6 +283,19 @@ def duplicates_across_splits(rows: list[dict[str, Any]]) -> list[tuple[str, str]
             if r["split"] == "test" and r["sha256"] in train]
 
 
+def check_test_speakers(test_speakers: list[str], available: list[str]) -> None:
+    """``data.speech.test_speakers`` against the speakers the data really has (known only once fetched):
+    every name must exist, and at least one speaker must stay in training."""
+    key = "data.speech.test_speakers"
+    for name in test_speakers:
+        if name not in available:
+            raise StageError(f"params.yaml: unknown speaker {show(name)} in {key}{did_you_mean(name, available)}; "
+                             f"available: {', '.join(available)}")
+    if set(available) <= set(test_speakers):
+        raise StageError(f"params.yaml: {key} holds out every speaker ({', '.join(available)}), leaving none for "
+                         "training; keep at least one out of the list")
+
+
 def split_by_speakers(rows: list[dict[str, Any]], test_speakers: list[str]) -> list[dict[str, Any]]:
     """``data.speech.split: speakers``: new rows, ``split`` = test for every recording of ``test_speakers``,
     train for all others. Every row needs a speaker; the names are checked against the rows' speakers."""
@@ -322,11 +311,7 @@ def split_by_speakers(rows: list[dict[str, Any]], test_speakers: list[str]) -> l
 
 def apply_split(rows: list[dict[str, Any]], split: str, test_speakers: list[str]) -> list[dict[str, Any]]:
     """The rows under ``data.speech.split``: ``official`` keeps the source's split, ``speakers`` re-splits."""
-    if split == "official":
-        return rows
-    if split == "speakers":
-        return split_by_speakers(rows, test_speakers)
-    raise StageError(f"params.yaml: data.speech.split must be one of {', '.join(SPLIT_RULES)}, got {split!r}")
+    return rows if split == "official" else split_by_speakers(rows, test_speakers)
 
 
 def split_summary(source: str, split: str, test_speakers: list[str], rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -356,55 +341,46 @@ def split_summary(source: str, split: str, test_speakers: list[str], rows: list[
             "speakers": speakers, "speakers_in_both_splits": both, "split_description": text}
 
 
-def collect_embedded(cfg: dict[str, Any], out: Path) -> list[dict[str, Any]]:
+def collect_embedded(cfg: SpeechEmbedded, out: Path) -> list[dict[str, Any]]:
     from attention_cnn.data import synth
 
-    seed = int(cfg.get("seed", 0))
-    train_voices, test_voices = synth.split_voices(int(cfg["train_voices"]), int(cfg["test_voices"]), seed)
-    return synth.synthesize_digits(out, train_voices, test_voices, takes_per_voice=int(cfg["takes_per_voice"]),
-                                   noise_snr_db=float(cfg["noise_snr_db"]), seed=seed)
+    train_voices, test_voices = synth.split_voices(cfg.train_voices, cfg.test_voices, cfg.seed)
+    return synth.synthesize_digits(out, train_voices, test_voices, takes_per_voice=cfg.takes_per_voice,
+                                   noise_snr_db=float(cfg.noise_snr_db), seed=cfg.seed)
 
 
-def collect_fsdd(cfg: dict[str, Any], out: Path, checksums: Path, split: str = "official",
-                 test_speakers: list[str] | None = None) -> list[dict[str, Any]]:
+def collect_fsdd(cfg: SpeechData, out: Path, checksums: Path) -> list[dict[str, Any]]:
     """The FSDD archive's recordings in ``out`` and their manifest rows, under ``split``."""
-    from attention_cnn.data import fsdd
     from attention_cnn.data.download import download
 
-    url = cfg.get("url") or fsdd.FSDD_DEFAULT_URL
+    url = cfg.url or fsdd.FSDD_DEFAULT_URL
     with tempfile.TemporaryDirectory(prefix="fsdd-download-") as tmp:
-        archive = download(str(url), Path(tmp) / "fsdd.tar.gz", sha256=cfg.get("sha256") or None)
+        archive = download(url, Path(tmp) / "fsdd.tar.gz", sha256=cfg.sha256 or None)
         rows = fsdd.prepare_fsdd(archive, out, checksums if checksums.is_file() else None)
-    return apply_split(rows, split, list(test_speakers or []))
+    return apply_split(rows, cfg.split, list(cfg.test_speakers))
 
 
-def fetch(params: dict[str, Any], out: Path, checksums: Path = FSDD_CHECKSUMS) -> dict[str, Any]:
-    """Write the raw speech folder ``out`` for ``params['data']['speech']``; return source info.
+def fetch(data: Data, out: Path, checksums: Path = fsdd.CHECKSUM_FILE) -> dict[str, Any]:
+    """Write the raw speech folder ``out`` for ``data.speech`` (bad files: ``data.on_bad_file``); return source info.
 
     Bad files are handled per ``data.on_bad_file`` (see the module docstring); warnings
     go to stderr once the folder is written.
     """
-    cfg = get_param(params, "data.speech")
-    source = cfg.get("source", "embedded")
-    split_rule = setting(params, "data.speech.split")
-    test_speakers = list(setting(params, "data.speech.test_speakers"))
-    check_split_source(source, split_rule)
-    bad = BadFiles(bad_file_mode(params))
+    cfg = data.speech
+    source, split_rule, test_speakers = cfg.source, cfg.split, list(cfg.test_speakers)
+    bad = BadFiles(data.on_bad_file)
     notes = Notes()
     with atomic_dir(out) as tmp:
         if source == "embedded":
-            rows = check_rows(collect_embedded(get_param(params, "data.speech.embedded"), tmp), tmp, bad, notes)
+            rows = check_rows(collect_embedded(cfg.embedded, tmp), tmp, bad, notes)
             origin = "espeak-ng synthesis (espeakng-loader)"
         elif source == "fsdd":
-            rows = check_rows(collect_fsdd(cfg, tmp, checksums, split_rule, test_speakers), tmp, bad, notes)
-            origin = str(cfg.get("url"))
-        elif source == "folder":
-            root = Path(get_param(params, "data.speech.path"))
-            rows = apply_split(collect_folder(root, cfg.get("labels", "subfolder"), tmp, bad, notes),
-                               split_rule, test_speakers)
+            rows = check_rows(collect_fsdd(cfg, tmp, checksums), tmp, bad, notes)
+            origin = str(cfg.url)
+        else:  # folder
+            root = Path(cfg.path)
+            rows = apply_split(collect_folder(root, cfg.labels, tmp, bad, notes), split_rule, test_speakers)
             origin = f"folder {root}"
-        else:
-            raise StageError(f"params.yaml: data.speech.source must be 'embedded', 'fsdd' or 'folder', got '{source}'")
         rows = sorted(rows, key=lambda r: r["file"])
         counts = {s: sum(1 for r in rows if r["split"] == s) for s in SPLITS}
         for split, n in counts.items():
@@ -448,17 +424,3 @@ def _warning_lines(out: Path, bad: BadFiles, notes: Notes, duplicates: list[tupl
         lines.append(f"{len(notes.linked_dirs)} symbolic link(s) to folders not followed (link the files instead): "
                      f"{_examples(notes.linked_dirs)}")
     return lines + notes.lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--checksums", type=Path, default=FSDD_CHECKSUMS)
-    parser.add_argument("--out", type=Path, default=Path("data/raw/speech"))
-    args = parser.parse_args(argv)
-    info = fetch(load_params(args.params), args.out, args.checksums)
-    skipped = f", {info['skipped']} bad file(s) skipped" if info["skipped"] else ""
-    held_out = f", held-out speakers: {', '.join(info['test_speakers'])}" if info["split"] == "speakers" else ""
-    print(f"speech: {info['counts']['train']} train / {info['counts']['test']} test recordings "
-          f"from {info['origin']} -> {args.out} (split: {info['split']}{held_out}){skipped}")
-    return 0

@@ -1,21 +1,23 @@
-"""Model registry: a variant name is a module ``attention_cnn/models/<name>.py`` with a ``build`` function.
+"""Model registry: a variant is a module ``attention_cnn/models/<name>.py`` with a ``Settings`` class and a ``build``.
 
-``build(input_shape, num_classes, **settings) -> keras.Model`` takes the
-variant's settings from ``models.<name>`` in params.yaml (minus the training
-keys in :data:`TRAINING_KEYS`). Keeping one file per variant lets DVC rerun
-only the variant whose code changed.
+``Settings`` (a :class:`attention_cnn.models.settings.VariantSettings`) declares ``models.<name>`` in params.yaml,
+defaults included; ``build(input_shape, num_classes, settings)`` returns the Keras model. A new variant is one
+module plus one params section. One file per variant lets DVC rerun only the variant whose code changed.
+Importing a variant module does not load Keras (``build`` does), so the config can read every ``Settings``.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
 import pkgutil
+from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from attention_cnn.common import StageError
+from attention_cnn.models.settings import ResNetSettings, VariantSettings, is_spectrogram
 
-NOT_VARIANTS = {"blocks"}
-TRAINING_KEYS = {"learning_rate", "lr_schedule", "label_smoothing"}   # read by the train stage, not by the builder
+NOT_VARIANTS = {"blocks", "settings", "safe_load"}
 
 
 def available() -> list[str]:
@@ -23,39 +25,58 @@ def available() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in NOT_VARIANTS and not m.name.startswith("_"))
 
 
-def get_builder(name: str):
+def variant_module(name: str) -> ModuleType:
     if name not in available():
         raise StageError(f"unknown model variant '{name}'; available: {', '.join(available())}")
-    return importlib.import_module(f"{__name__}.{name}").build
+    return importlib.import_module(f"{__name__}.{name}")
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, settings: dict[str, Any] | None = None):
-    """Build variant ``name``; unknown settings are a one-line error naming ``models.<name>.<key>``."""
-    builder = get_builder(name)
-    kwargs = {k: v for k, v in (settings or {}).items() if k not in TRAINING_KEYS}
-    accepted = inspect.signature(builder).parameters
-    for key in kwargs:
-        if key not in accepted:
-            options = [p for p in accepted if p not in ("input_shape", "num_classes")]
-            raise StageError(f"params.yaml: models.{name}.{key} is not a setting of '{name}' (settings: {', '.join(options)})")
-    return builder(tuple(input_shape), int(num_classes), **kwargs)
+def settings_type(name: str) -> type[VariantSettings]:
+    """The ``Settings`` class of variant ``name``: what ``models.<name>`` accepts."""
+    return variant_module(name).Settings
 
 
-def feature_set(dataset: str, input_shape, settings: dict[str, Any] | None = None) -> str:
+@dataclass(frozen=True)
+class VariantInfo:
+    """What a variant is, as its module declares it (``BASELINE``, ``NOTE``)."""
+
+    name: str
+    baseline: str | None  # the variant without attention the report tests it against; None for a baseline
+    note: str             # what it adds, in the report's words ("" for the study's own two models)
+
+
+def variant_info(name: str) -> VariantInfo:
+    module = variant_module(name)
+    if not hasattr(module, "BASELINE") or not hasattr(module, "NOTE"):
+        raise StageError(f"attention_cnn/models/{name}.py: declare BASELINE (the variant it is tested against, or "
+                         "None) and NOTE (what it adds, for the report) at the top")
+    return VariantInfo(name, module.BASELINE, module.NOTE)
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int,
+                settings: VariantSettings | dict[str, Any] | None = None, *, sample_rate_hz: float | None = None):
+    """Build variant ``name`` with its settings (a ``Settings``; a dict, as in tests, is validated into one).
+
+    ``sample_rate_hz``: the features' sample rate (spec.json), for variants whose frontend needs it.
+    """
+    module = variant_module(name)
+    if not isinstance(settings, VariantSettings):
+        settings = module.Settings.model_validate(settings or {})
+    extra = {"sample_rate_hz": sample_rate_hz} if "sample_rate_hz" in inspect.signature(module.build).parameters else {}
+    return module.build(tuple(input_shape), int(num_classes), settings, **extra)
+
+
+def feature_set(dataset: str, input_shape, settings: VariantSettings) -> str:
     """What the model learns from, in words, for ``results.csv``'s ``features`` column.
 
     The stored features of the data set (MNIST pixels, speech's linear |STFT|), or the log-mel
     spectrogram a ``frontend: logmel`` variant computes from them inside the model. Frontends run on
     the cached TFRecords, so featurize runs once per data set whatever the variants.
     """
-    settings = settings or {}
     shape = [int(n) for n in input_shape]
     if dataset == "mnist" or len(shape) < 2:
         return "pixels " + "x".join(map(str, shape[:2]))
-    if settings.get("frontend") == "logmel":
-        from attention_cnn.models.blocks import is_spectrogram
-
-        mel_bins, pool = int(settings.get("mel_bins", 64)), int(settings.get("time_pool", 1))
-        if is_spectrogram(shape, mel_bins):
-            return f"log-mel {-(-shape[0] // pool)}x{mel_bins}"
+    logmel = isinstance(settings, ResNetSettings) and settings.frontend == "logmel"
+    if logmel and is_spectrogram(shape, settings.mel_bins):
+        return f"log-mel {-(-shape[0] // settings.time_pool)}x{settings.mel_bins}"
     return f"linear |STFT| {shape[0]}x{shape[1]}"

@@ -6,6 +6,8 @@ import math
 import keras
 from keras import layers
 
+from attention_cnn.models.settings import is_spectrogram
+
 
 def spatial_attention_gate(x, kernel_size: int = 3, name: str = "attention"):
     """The study's gate: ``x * sigmoid(Conv2D(1, k, same)(x))``, one weight per position.
@@ -228,7 +230,7 @@ def residual_block(x, filters: int, strides: int = 1, attention=None, name: str 
 
 def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage: int = 2, stem_strides: int = 2,
            dropout: float = 0.0, attention=None, frontend: str = "linear", mel_bins: int = 64,
-           sample_rate_hz: int = 8000, time_pool: int = 1, augment: str = "none", name: str = "resnet"):
+           sample_rate_hz: float | None = None, time_pool: int = 1, augment: str = "none", name: str = "resnet"):
     """A small ResNet: stem, 3 residual stages, global average pooling, dense softmax.
 
     (B, H, W, 1) -> stem conv_bn(3x3, ``stem_strides``) -> (B, H/s, W/s, filters)
@@ -244,8 +246,8 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
     In front of the stem, on the input (all built-in layers and keras.ops, inactive where they say so):
 
     - ``frontend``: ``"linear"`` (default: the input as it is) or ``"logmel"``: :func:`logmel_frontend` with
-      ``mel_bins``, ``sample_rate_hz`` and ``time_pool`` on a spectrogram input (one with more than
-      ``mel_bins`` frequency columns, :func:`is_spectrogram`; an image such as MNIST's 28 x 28 passes
+      ``mel_bins``, ``sample_rate_hz`` (the features' rate, from their spec.json) and ``time_pool`` on a
+      spectrogram input (one with more than ``mel_bins`` frequency columns, :func:`is_spectrogram`; an image such as MNIST's 28 x 28 passes
       unchanged). (B, 391, 257, 1) -> (B, ceil(391 / time_pool), mel_bins, 1): with 64 mel bins and
       ``time_pool`` 2 the stem sees 196 x 64 instead of 391 x 257, and the residual stages about 8 times
       fewer positions. Adds ``W*mel_bins`` frozen filterbank weights + ``4*mel_bins`` BatchNorm ones.
@@ -265,6 +267,8 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
     if augment in ("digits", "auto") and not spectrogram:
         x = digit_augmentation(x)
     if frontend == "logmel" and spectrogram:
+        if not sample_rate_hz:
+            raise ValueError("the logmel frontend needs the spectrogram's sample rate (sample_rate_hz)")
         x = logmel_frontend(x, mel_bins=mel_bins, sample_rate_hz=sample_rate_hz, time_pool=time_pool)
     if augment in ("specaugment", "auto") and spectrogram:
         x = spec_augment(x)
@@ -295,16 +299,7 @@ TIME_MASK = 0.10                # specaugment: one time mask of 5-10 % of the fr
 FREQ_MASK = 0.15                # ... and one frequency mask of 7.5-15 % of the bins, per example
 
 
-def is_spectrogram(input_shape, mel_bins: int = 64) -> bool:
-    """True for an input (frames, bins, 1) with more than ``mel_bins`` frequency columns (speech: 257).
-
-    Mel filtering only reduces: with ``bins <= mel_bins`` some filters would be narrower than one bin, so such an
-    input (MNIST's 28 x 28) is taken for an image and the frontend and SpecAugment leave it alone.
-    """
-    return len(input_shape) == 3 and int(input_shape[1]) > int(mel_bins)
-
-
-def mel_matrix(bins: int, mel_bins: int = 64, sample_rate_hz: int = 8000):
+def mel_matrix(bins: int, mel_bins: int, sample_rate_hz: float):
     """The (bins, mel_bins) float32 triangular mel filterbank (``tf.signal.linear_to_mel_weight_matrix``).
 
     ``bins`` linear frequency bins spanning 0 .. sample_rate_hz / 2 (``fft_length // 2 + 1``: 257 for 512 at
@@ -319,7 +314,7 @@ def mel_matrix(bins: int, mel_bins: int = 64, sample_rate_hz: int = 8000):
     return np.asarray(matrix, dtype=np.float32)
 
 
-def logmel_frontend(x, *, mel_bins: int = 64, sample_rate_hz: int = 8000, time_pool: int = 1, name: str = "frontend"):
+def logmel_frontend(x, *, mel_bins: int, sample_rate_hz: float, time_pool: int = 1, name: str = "frontend"):
     """Linear |STFT| -> log-mel, pooled over time, normalized per mel bin.
 
     x: (B, T, W, 1), T frames, W linear frequency bins (391 x 257 for the speech defaults)

@@ -2,13 +2,20 @@
 the stronger no-attention baseline for ``resnet_se`` and ``resnet_cbam``."""
 from __future__ import annotations
 
-from attention_cnn.models import blocks
+from attention_cnn.models.settings import ResNetSettings
+
+BASELINE = None  # the report tests this variant against it (None: a baseline)
+NOTE = ("a small ResNet (3 residual stages with batch normalization, global average pooling): a stronger "
+        "baseline without attention")
 
 
-def build(input_shape, num_classes, *, filters=16, blocks_per_stage=2, stem_strides=2, dropout=0.0, frontend="linear",
-          mel_bins=64, sample_rate_hz=8000, time_pool=1, augment="none"):
-    """(B, H, W, 1) -> (B, num_classes) softmax; see :func:`attention_cnn.models.blocks.resnet` (``frontend``: linear |
-    logmel with ``mel_bins``, ``sample_rate_hz``, ``time_pool``; ``augment``: none | digits | specaugment | auto)."""
-    return blocks.resnet(input_shape, num_classes, filters=filters, blocks_per_stage=blocks_per_stage,
-                         stem_strides=stem_strides, dropout=dropout, frontend=frontend, mel_bins=mel_bins,
-                         sample_rate_hz=sample_rate_hz, time_pool=time_pool, augment=augment, name="resnet")
+class Settings(ResNetSettings):
+    """``models.resnet``: the backbone's settings, nothing more."""
+
+
+def build(input_shape, num_classes, s: Settings, *, sample_rate_hz=None):
+    """(B, H, W, 1) -> (B, num_classes) softmax; see :func:`attention_cnn.models.blocks.resnet` (``sample_rate_hz``:
+    the features' rate, for the logmel frontend)."""
+    from attention_cnn.models import blocks  # here, not at the top: the config reads Settings without loading Keras
+
+    return blocks.resnet(input_shape, num_classes, **s.builder_settings(), sample_rate_hz=sample_rate_hz, name="resnet")

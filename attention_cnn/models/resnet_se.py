@@ -3,15 +3,22 @@ from __future__ import annotations
 
 import functools
 
-from attention_cnn.models import blocks
+from attention_cnn.models.settings import Count, ResNetSettings
+
+BASELINE = "resnet"  # the report tests this variant against it (None: a baseline)
+NOTE = "the small ResNet with a squeeze-and-excitation block in every residual block"
 
 
-def build(input_shape, num_classes, *, filters=16, blocks_per_stage=2, stem_strides=2, dropout=0.0, se_ratio=8,
-          frontend="linear", mel_bins=64, sample_rate_hz=8000, time_pool=1, augment="none"):
+class Settings(ResNetSettings):
+    se_ratio: Count = 8
+
+
+def build(input_shape, num_classes, s: Settings, *, sample_rate_hz=None):
     """(B, H, W, 1) -> (B, num_classes) softmax; the attention is one extra argument to the backbone (frontend and
     augmentation as in ``resnet``)."""
-    return blocks.resnet(input_shape, num_classes, filters=filters, blocks_per_stage=blocks_per_stage,
-                         stem_strides=stem_strides, dropout=dropout,
-                         attention=functools.partial(blocks.squeeze_excite, ratio=se_ratio), frontend=frontend,
-                         mel_bins=mel_bins, sample_rate_hz=sample_rate_hz, time_pool=time_pool, augment=augment,
-                         name="resnet_se")
+    from attention_cnn.models import blocks  # here, not at the top: the config reads Settings without loading Keras
+
+    backbone = s.builder_settings()
+    ratio = backbone.pop("se_ratio")
+    return blocks.resnet(input_shape, num_classes, **backbone, sample_rate_hz=sample_rate_hz,
+                         attention=functools.partial(blocks.squeeze_excite, ratio=ratio), name="resnet_se")

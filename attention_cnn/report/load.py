@@ -20,14 +20,15 @@ from attention_cnn.evaluation import attention_maps
 
 RECORD_COLUMNS = [
     "dataset", "variant", "seed", "source", "features", "params", "epochs_run", "train_time_s",
-    "test_time_ms", "latency_ms_p50", "latency_ms_p95", "test_loss", "test_accuracy",
+    "test_time_ms", "latency_ms_p50", "latency_ms_p95", "e2e_latency_ms_p50", "e2e_latency_ms_p95", "test_loss",
+    "test_accuracy",
     "best_val_accuracy", "model_size_bytes", "num_test",
 ]
 # results.csv: the per-run record, then the test accuracy's mean and sample sd over the seeds of the same
 # dataset x variant (repeated on each of its rows; the sd is empty for a single seed).
 RESULT_COLUMNS = RECORD_COLUMNS + ["test_accuracy_mean", "test_accuracy_sd"]
 INT_COLUMNS = ("seed", *runs.METRICS_INT_KEYS)
-FLOAT_COLUMNS = runs.METRICS_FLOAT_KEYS
+FLOAT_COLUMNS = runs.METRICS_FLOAT_KEYS + runs.METRICS_OPTIONAL_FLOAT_KEYS
 HISTORY_LONG_COLUMNS = ["dataset", "variant", "seed", "epoch", "split", "accuracy", "loss"]
 
 # --------------------------------------------------------------------------- which runs

@@ -12,6 +12,8 @@ import platform
 import sys
 from typing import Any
 
+from attention_cnn.common import StageError
+
 
 def configure_tensorflow(seed: int | None = None, deterministic: bool = True) -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -27,18 +29,12 @@ def configure_tensorflow(seed: int | None = None, deterministic: bool = True) ->
         tf.config.experimental.enable_op_determinism()
 
 
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+def check_multi_worker(name: str) -> None:
+    """Reject ``train.strategy: multi_worker`` without a valid ``TF_CONFIG``, before any work.
 
-
-def check_strategy(name: str) -> None:
-    """Reject an unknown ``train.strategy`` or ``multi_worker`` without ``TF_CONFIG``, before any work.
-
-    Needs no TensorFlow, so ``attention_cnn.training.train`` calls it first and fails in a second, not after loading data.
+    Needs no TensorFlow, so the train stage calls it first and fails in a second, not after loading data.
+    (The config has already checked that ``name`` is a strategy.)
     """
-    from attention_cnn.common import StageError
-
-    if name not in STRATEGIES:
-        raise StageError(f"params.yaml: train.strategy must be one of {', '.join(STRATEGIES)}, got '{name}'")
     if name == "multi_worker":
         tf_config()  # a malformed TF_CONFIG is one line too
         if not os.environ.get("TF_CONFIG"):
@@ -55,7 +51,7 @@ def select_strategy(name: str = "auto") -> Any:
     configured by ``TF_CONFIG``; create it before any other TensorFlow work (collective ops are
     configured at program start). ``default`` never distributes.
     """
-    check_strategy(name)
+    check_multi_worker(name)
     import tensorflow as tf
 
     if name == "multi_worker":  # must come before anything that initializes the TensorFlow runtime
@@ -160,35 +156,58 @@ def task_name() -> str:
     return f"{task.get('type')}-{int(task.get('index', 0) or 0)}" if task else "chief"
 
 
-PRECISIONS = ("float32", "bfloat16", "auto")
+# The CPU features that change what TensorFlow computes here: oneDNN's kernels (on by default only with
+# AVX-512) round differently from Eigen's, and `auto` precision picks bfloat16 only with AVX512-BF16 or AMX.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
-def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so oneDNN runs it fast.
+def cpu_features(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The CPU's model name and whether it has each of :data:`CPU_FLAGS`, from ``/proc/cpuinfo``'s text.
 
-    ``cpuinfo``: the text of ``/proc/cpuinfo`` (read when not given; no such file: False).
+    ``cpuinfo``: that text (read when not given; no such file: no flags). Needs no TensorFlow.
     """
     text = cpuinfo
     if text is None:
         try:
             text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
         except OSError:
-            return False
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+            text = ""
+    lines = text.splitlines()
+    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+    return {"cpu": model, **{flag: flag in flags for flag in CPU_FLAGS}}
 
 
-def set_precision(name: str = "float32") -> str:
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so oneDNN runs it fast."""
+    features = cpu_features(cpuinfo)
+    return features["avx512_bf16"] or features["amx_bf16"]
+
+
+def onednn_enabled() -> bool:
+    """Whether this process's TensorFlow runs oneDNN's kernels (fixed when TensorFlow was imported)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def machine() -> dict[str, Any]:
+    """What a result depends on beyond params, code and data: CPU flags, oneDNN on or off, GPUs."""
+    import tensorflow as tf
+
+    return {**cpu_features(), "onednn": onednn_enabled(),
+            "gpus": [tf.config.experimental.get_device_details(g).get("device_name", g.name)
+                     for g in tf.config.list_physical_devices("GPU")]}
+
+
+def set_precision(name: str, cpuinfo: str | None = None) -> str:
     """Set Keras' global dtype policy before a model is built; return the precision chosen.
 
     ``float32``: as the study. ``bfloat16``: Keras' ``mixed_bfloat16`` (variables stay float32, layers
     compute in bfloat16). ``auto``: bfloat16 where the hardware runs it natively (a GPU of compute
-    capability 8 or more, or a CPU with AVX512-BF16/AMX), else float32.
+    capability 8 or more, or a CPU with AVX512-BF16/AMX), else float32. ``cpuinfo``: the CPU's
+    ``/proc/cpuinfo`` text, to decide as on another CPU (tests); read from this machine when not given.
     """
-    from attention_cnn.common import StageError
-
-    if name not in PRECISIONS:
-        raise StageError(f"params.yaml: train.mixed_precision must be one of {', '.join(PRECISIONS)}, got '{name}'")
     import keras
 
     chosen = name
@@ -198,7 +217,7 @@ def set_precision(name: str = "float32") -> str:
         gpus = tf.config.list_physical_devices("GPU")
         capable = [tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0)) >= (8, 0)
                    for g in gpus]
-        chosen = "bfloat16" if (all(capable) if gpus else cpu_has_bf16()) else "float32"
+        chosen = "bfloat16" if (all(capable) if gpus else cpu_has_bf16(cpuinfo)) else "float32"
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if chosen == "bfloat16" else "float32")
     return chosen
 

@@ -1,0 +1,63 @@
+"""The typed settings of the model variants: ``models.<variant>`` in params.yaml.
+
+Each variant module declares ``class Settings`` (a subclass of one below) next to its ``build``; the
+registry (:mod:`attention_cnn.models`) exposes it and :mod:`attention_cnn.config` validates the params
+section against it. A default lives here or in the variant's ``Settings``, nowhere else.
+Importing this module does not load Keras (the config is validated before any work).
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Count = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+
+
+class VariantSettings(BaseModel):
+    """What every variant accepts: the training keys, read by the train stage rather than by ``build``."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    learning_rate: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.001
+    # constant | cosine (decays to 0 over train.epochs, per step: the last epochs polish, seeds agree more)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    label_smoothing: Fraction = 0.0
+
+    def builder_settings(self) -> dict:
+        """The settings ``build`` uses (everything but the training keys)."""
+        return self.model_dump(exclude=set(VariantSettings.model_fields))
+
+
+class StudySettings(VariantSettings):
+    """The study's cnn: conv stem, then pooling, dropout and a dense head."""
+
+    filters: Count = 32
+    kernel_size: Count = 3
+    pool_size: Count = 2
+    dropout: Fraction = 0.2
+    dense_units: Count = 32
+
+
+class ResNetSettings(VariantSettings):
+    """The small ResNet (:func:`attention_cnn.models.blocks.resnet`), its in-model frontend and augmentation."""
+
+    filters: Count = 16
+    blocks_per_stage: Count = 2
+    stem_strides: Count = 2
+    dropout: Fraction = 0.0
+    # linear (the input as stored) | logmel: frozen mel filterbank at the features' sample rate (spec.json)
+    frontend: Literal["linear", "logmel"] = "linear"
+    mel_bins: Count = 64
+    time_pool: Count = 1     # logmel: average frames in groups of this many
+    augment: Literal["none", "digits", "specaugment", "auto"] = "none"
+
+
+def is_spectrogram(input_shape, mel_bins: int) -> bool:
+    """True for an input (frames, bins, 1) with more than ``mel_bins`` frequency columns (speech: 257).
+
+    Mel filtering only reduces: with ``bins <= mel_bins`` some filters would be narrower than one bin, so such an
+    input (MNIST's 28 x 28) is taken for an image and the frontend and SpecAugment leave it alone.
+    """
+    return len(input_shape) == 3 and int(input_shape[1]) > int(mel_bins)
