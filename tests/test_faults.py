@@ -49,7 +49,7 @@ def write_params(path: Path, epochs: int, resume: bool) -> Path:
 
 
 def train_cmd(tmp: Path, features: Path, params: Path, tag: str, checkpoint: Path | None = None) -> list[str]:
-    cmd = [PY, "-m", "attention_cnn.training.train", "--params", str(params), "--dataset", "toy", "--variant", "cnn", "--seed", "0",
+    cmd = [PY, "-m", "stages.train", "--params", str(params), "--dataset", "toy", "--variant", "cnn", "--seed", "0",
            "--features", str(features), "--out", str(tmp / tag / "model"), "--history", str(tmp / tag / "history.csv"),
            "--summary", str(tmp / tag / "summary.json"), "--live-dir", str(tmp / tag / "live")]
     return cmd + (["--checkpoint-dir", str(checkpoint)] if checkpoint else [])

@@ -1,6 +1,6 @@
 """evaluate: test-set metrics, per-class precision/recall, predictions and timing of one trained model.
 
-Outputs: ``--metrics`` (``metrics.json``, see the report stage for its keys),
+Outputs (formats: :mod:`attention_cnn.runs`): ``--metrics`` (``metrics.json``),
 ``--predictions`` (``predictions.csv``: ``index,actual,predicted,confidence``; DVC
 renders it as a confusion matrix) and ``--attention-dir``: attention maps of a fixed
 set of test examples and of the misclassified ones, overlaid on the input, with an
@@ -13,12 +13,10 @@ choose the examples.
 Timing: ``test_time_ms`` is the wall time of ``model.evaluate`` over the whole
 test set (the study's "testing time"); single-example latency is measured on a
 compiled ``tf.function`` forward pass of batch 1, ``latency_repeats`` calls after
-``latency_warmup`` untimed ones, reported as median and 95th percentile.
+``latency_warmup`` untimed ones, reported as median and 95th percentile. The DVC entry point is ``stages/evaluate.py``.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from attention_cnn.common import StageError, atomic_write_json, get_param, load_params, run_main, write_csv_rows
+from attention_cnn.common import StageError
+from attention_cnn.config.params import Evaluate
+from attention_cnn.runs import read_summary
 
 
 def per_class_scores(actual: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> dict[str, dict[str, float]]:
@@ -101,30 +101,23 @@ def evaluate(model_dir: Path, features_dir: Path, summary_file: Path, batch_size
     return result.metrics, result.rows
 
 
-def run_evaluation(model_dir: Path, features_dir: Path, summary_file: Path, batch_size: int, repeats: int,
-                   warmup: int, attention: tuple[int, int] | None = None) -> Evaluation:
-    """Evaluate ``model_dir/model.keras`` on the test split, and draw its attention maps.
-
-    ``attention``: ``(examples_per_class, max_misclassified)`` for the maps, or None for none.
-    """
-    import keras
-
+def run_evaluation(model_dir: Path, features_dir: Path, summary_file: Path, settings: Evaluate,
+                   attention: bool = True) -> Evaluation:
+    """Evaluate ``model_dir/model.keras`` on the test split, and draw its attention maps (unless ``attention`` is
+    false) of the examples ``settings`` chooses."""
     from attention_cnn.features.tfrecords import FEATURE_KEY, INDEX_KEY, LABEL_KEY, batched, load_split, read_spec
 
     model_path = model_dir / "model.keras"
     if not model_path.is_file():
         raise StageError(f"{model_path}: model not found; run the train stage first (dvc repro)")
-    try:
-        summary = json.loads(Path(summary_file).read_text())
-    except FileNotFoundError:
-        raise StageError(f"{summary_file}: training summary not found; run the train stage first (dvc repro)") from None
+    summary = read_summary(summary_file)
     spec = read_spec(features_dir)
     from attention_cnn.models.safe_load import load_model
 
     model = load_model(model_path)  # allow-listed classes only, then safe_mode (docs/model-safety.md)
     model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
 
-    test_ds = batched(features_dir, spec, "test", batch_size, cache=True)
+    test_ds = batched(features_dir, spec, "test", settings.batch_size, cache=True)
     for _ in test_ds:  # one untimed pass fills the cache, so the timing below measures the model
         pass
     start = time.perf_counter()
@@ -143,7 +136,7 @@ def run_evaluation(model_dir: Path, features_dir: Path, summary_file: Path, batc
     actual = np.asarray(actual_list)
     if len(actual) != len(predicted):
         raise StageError(f"{features_dir}: test split changed while evaluating; rerun featurize")
-    p50, p95 = measure_latency_ms(model, first_example, repeats, warmup)
+    p50, p95 = measure_latency_ms(model, first_example, settings.latency_repeats, settings.latency_warmup)
 
     names = spec.class_names
     metrics = {
@@ -162,10 +155,10 @@ def run_evaluation(model_dir: Path, features_dir: Path, summary_file: Path, batc
     rows = [[int(i), names[a], names[p], round(float(probs[j, p]), 6)]
             for j, (i, a, p) in enumerate(zip(index_list, actual, predicted))]
     result = Evaluation(metrics, rows)
-    if attention is not None:
+    if attention:
         from attention_cnn.evaluation.attention_maps import attention_outputs, display_for
 
-        per_class, max_wrong = attention
+        per_class, max_wrong = settings.attention_examples_per_class, settings.attention_max_misclassified
         result.attention_index, result.attention_images = attention_outputs(
             model, lambda positions: gather_test_inputs(features_dir, spec, positions),
             dataset=summary["dataset"], variant=summary["variant"], seed=summary["seed"],
@@ -174,46 +167,3 @@ def run_evaluation(model_dir: Path, features_dir: Path, summary_file: Path, batc
             confidence=probs[np.arange(len(predicted)), predicted], per_class=per_class,
             max_misclassified=max_wrong)
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, required=True)
-    parser.add_argument("--features", type=Path, required=True)
-    parser.add_argument("--train-summary", type=Path, required=True, help="summary.json written by train")
-    parser.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
-    parser.add_argument("--predictions", type=Path, required=True, help="predictions.csv to write")
-    parser.add_argument("--attention-dir", type=Path, default=None,
-                        help="folder for the attention maps (index.json + PNGs); none written when omitted")
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
-    batch_size = int(get_param(params, "evaluate.batch_size"))
-    repeats = int(get_param(params, "evaluate.latency_repeats"))
-    warmup = int(get_param(params, "evaluate.latency_warmup"))
-    from attention_cnn.config.schema import setting
-
-    attention = (int(setting(params, "evaluate.attention_examples_per_class")),
-                 int(setting(params, "evaluate.attention_max_misclassified")))
-
-    from attention_cnn.training.runtime import configure_tensorflow
-
-    configure_tensorflow(seed=0)
-    result = run_evaluation(args.model_dir, args.features, args.train_summary, batch_size, repeats, warmup,
-                            attention=attention if args.attention_dir is not None else None)
-    metrics = result.metrics
-    if args.attention_dir is not None:
-        from attention_cnn.evaluation.attention_maps import write_attention_dir
-
-        write_attention_dir(args.attention_dir, result.attention_index, result.attention_images)
-    write_csv_rows(args.predictions, ["index", "actual", "predicted", "confidence"], result.rows)
-    atomic_write_json(args.metrics, metrics)
-    maps = ""
-    if args.attention_dir is not None:
-        blocks = len(result.attention_index["blocks"])
-        maps = (f", attention maps of {blocks} block{'s' if blocks != 1 else ''} -> {args.attention_dir}" if blocks
-                else ", no attention blocks")
-    print(f"evaluated {metrics['dataset']}/{metrics['variant']} seed={metrics['seed']}: "
-          f"accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}, "
-          f"latency p50 {metrics['latency_ms_p50']:.2f} ms -> {args.metrics.parent}{maps}")
-    return 0

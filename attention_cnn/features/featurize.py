@@ -15,7 +15,6 @@ STFT runs on a whole chunk at once.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -25,7 +24,8 @@ from typing import Any, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from attention_cnn.common import StageError, atomic_dir, get_param, load_params, read_csv_dicts, run_main
+from attention_cnn.common import StageError, atomic_dir, read_csv_dicts
+from attention_cnn.config.params import Features, MnistFeatures, SpeechFeatures
 from attention_cnn.features.tfrecords import (FeatureSpec, RunningStats, ShardedWriter, assign_folds, count_by_class,
                               serialize_example, write_spec)
 
@@ -55,10 +55,50 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """Resample float32 (samples,) with ``tfio.audio.resample``; a no-op when rates match."""
     if rate_in == rate_out:
         return samples
+    return resample_tensor(samples, rate_in, rate_out).numpy().astype(np.float32)
+
+
+def resample_tensor(samples, rate_in, rate_out):
+    """float32 (samples,) tensor at ``rate_in`` -> at ``rate_out`` (tensorflow-io's resampler). Eager or in a graph
+    (rates may be tensors): featurize and the exported model (:mod:`attention_cnn.serving.export`) both call it."""
+    import tensorflow as tf
     import tensorflow_io as tfio
 
-    out = tfio.audio.resample(samples[:, None], rate_in=rate_in, rate_out=rate_out)
-    return out.numpy()[:, 0].astype(np.float32)
+    samples = tf.convert_to_tensor(samples, tf.float32)
+    return tfio.audio.resample(samples[:, None], rate_in=tf.cast(rate_in, tf.int64),
+                               rate_out=tf.cast(rate_out, tf.int64))[:, 0]
+
+
+def stft_magnitudes(framed, frame_length: int, fft_length: int):
+    """``|rfft(frame * periodic Hann)|``: float32 frames (..., frame_length) -> (..., fft_length // 2 + 1).
+
+    The one transform of featurize and of the exported model (:func:`waveform_to_input`), so they cannot drift.
+    """
+    import tensorflow as tf
+
+    window = tf.signal.hann_window(frame_length, dtype=tf.float32)
+    return tf.abs(tf.signal.rfft(framed * window, [fft_length]))
+
+
+def waveform_to_input(waveform, spec):
+    """float32 (samples,) tensor at the features' rate -> the model input ``spec.shape`` (float32), in a graph.
+
+    What featurize stores and training parses, with the settings of the feature folder's ``spec.json``
+    (``spec``): cut or zero-pad at the end to ``clip_samples``, :func:`stft_magnitudes` of every frame (frames
+    of padding alone give exactly 0, as the stored zero rows), rounded to ``storage_dtype``, then
+    :func:`~attention_cnn.features.tfrecords.to_model_input`.
+    """
+    import tensorflow as tf
+
+    from attention_cnn.features.tfrecords import to_model_input
+
+    s = spec.settings
+    clip = s["clip_samples"]
+    waveform = tf.convert_to_tensor(waveform, tf.float32)[:clip]
+    waveform = tf.pad(waveform, [[0, clip - tf.shape(waveform)[0]]])
+    framed = tf.signal.frame(waveform, s["frame_length"], s["frame_step"])
+    stored = tf.cast(stft_magnitudes(framed, s["frame_length"], s["fft_length"]), spec.storage_dtype)
+    return to_model_input(stored, spec)[..., None]
 
 
 def spectrogram_batch(clips: np.ndarray, frame_length: int, frame_step: int, fft_length: int) -> np.ndarray:
@@ -68,26 +108,6 @@ def spectrogram_batch(clips: np.ndarray, frame_length: int, frame_step: int, fft
     stft = tf.signal.stft(tf.convert_to_tensor(clips, tf.float32), frame_length=frame_length,
                           frame_step=frame_step, fft_length=fft_length)
     return tf.abs(stft).numpy()
-
-
-def speech_settings(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Validated speech featurize settings (one-line errors name the key)."""
-    keys = ("sample_rate_hz", "clip_samples", "frame_length", "frame_step", "fft_length")
-    s = {}
-    for key in keys:
-        value = cfg.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise StageError(f"params.yaml: features.speech.{key} must be a positive integer, got {value!r}")
-        s[key] = value
-    if s["clip_samples"] < s["frame_length"]:
-        raise StageError("params.yaml: features.speech.clip_samples must be >= features.speech.frame_length")
-    if s["fft_length"] < s["frame_length"]:
-        raise StageError("params.yaml: features.speech.fft_length must be >= features.speech.frame_length")
-    s["storage_dtype"] = cfg.get("storage_dtype", "float16")
-    s["compression"] = cfg.get("compression", "") or ""
-    s["examples_per_shard"] = int(cfg.get("examples_per_shard", 256))
-    s["chunk_clips"] = int(cfg.get("chunk_clips", 64))
-    return s
 
 
 def active_frames(num_samples: int, frames: int, frame_step: int) -> int:
@@ -150,12 +170,10 @@ def _magnitudes_fn(frame_length: int, frame_step: int, fft_length: int, dtype: s
     """
     import tensorflow as tf
 
-    window = tf.signal.hann_window(frame_length, dtype=tf.float32)
-
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int32)])
     def magnitudes(signal, rows):
         framed = tf.signal.frame(signal, frame_length, frame_step)
-        mags = tf.gather(tf.abs(tf.signal.rfft(framed * window, [fft_length])), rows)
+        mags = tf.gather(stft_magnitudes(framed, frame_length, fft_length), rows)
         wide = tf.cast(mags, tf.float64)  # float64 accumulators, as RunningStats.update
         return tf.cast(mags, dtype), tf.reduce_sum(wide), tf.reduce_sum(tf.square(wide)), tf.reduce_min(mags), \
             tf.reduce_max(mags)
@@ -198,8 +216,8 @@ def iter_speech_chunks(raw_dir: Path, rows: list[dict[str, str]], s: dict[str, A
             yield chunk, done[1]
 
 
-def featurize_speech(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress: bool = True) -> FeatureSpec:
-    s = speech_settings(cfg)
+def featurize_speech(raw_dir: Path, out_dir: Path, cfg: SpeechFeatures, progress: bool = True) -> FeatureSpec:
+    s = cfg.model_dump()  # also spec.json's settings, which training and serving read back
     manifest = read_csv_dicts(raw_dir / "manifest.csv")
     class_names = sort_class_names({row["label"] for row in manifest})
     label_of = {name: i for i, name in enumerate(class_names)}
@@ -234,12 +252,12 @@ def featurize_speech(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress
     return spec
 
 
-def featurize_mnist(raw_dir: Path, out_dir: Path, cfg: dict[str, Any], progress: bool = True) -> FeatureSpec:
+def featurize_mnist(raw_dir: Path, out_dir: Path, cfg: MnistFeatures, progress: bool = True) -> FeatureSpec:
     from attention_cnn.data.idx import read_idx_gz
 
-    per_shard = int(cfg.get("examples_per_shard", 10000))
+    per_shard = cfg.examples_per_shard
     spec = FeatureSpec(dataset="mnist", shape=[28, 28, 1], storage_dtype="uint8", scale=1.0 / 255.0,
-                       compression=cfg.get("compression", "") or "", class_names=[str(i) for i in range(10)],
+                       compression=cfg.compression, class_names=[str(i) for i in range(10)],
                        source=_source(raw_dir), settings={"examples_per_shard": per_shard})
     stats = RunningStats()
     for split, prefix in (("train", "train"), ("test", "t10k")):
@@ -299,34 +317,17 @@ def check_raw_files(dataset: str, raw_dir: Path) -> None:
                          f"`dvc pull {raw_dir}`, or refetch it with `dvc repro -f fetch-{dataset}`")
 
 
-def featurize(dataset: str, raw_dir: Path, out_dir: Path, params: dict[str, Any], progress: bool = True) -> FeatureSpec:
+def featurize(dataset: str, raw_dir: Path, out_dir: Path, features: Features, progress: bool = True) -> FeatureSpec:
     """Write the feature folder ``out_dir`` atomically; return its spec."""
     if not (raw_dir / "manifest.csv").is_file():
         raise StageError(f"{raw_dir}/manifest.csv not found; run the fetch stage first (dvc repro)")
     check_raw_files(dataset, raw_dir)
-    cfg = get_param(params, f"features.{dataset}")
     with atomic_dir(out_dir) as tmp:
         if dataset == "speech":
-            spec = featurize_speech(raw_dir, tmp, cfg, progress)
+            spec = featurize_speech(raw_dir, tmp, features.speech, progress)
         elif dataset == "mnist":
-            spec = featurize_mnist(raw_dir, tmp, cfg, progress)
+            spec = featurize_mnist(raw_dir, tmp, features.mnist, progress)
         else:
             raise StageError(f"unknown dataset '{dataset}'; expected 'mnist' or 'speech'")
         write_spec(tmp, spec)
     return spec
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True, choices=["mnist", "speech"])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--raw", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    from attention_cnn.training.runtime import configure_tensorflow
-
-    configure_tensorflow()
-    spec = featurize(args.dataset, args.raw, args.out, load_params(args.params), progress=True)
-    print(f"{args.dataset}: features {spec.shape} ({spec.storage_dtype}) train={spec.num_examples('train')} "
-          f"test={spec.num_examples('test')} -> {args.out}")
-    return 0
