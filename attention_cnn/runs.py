@@ -38,6 +38,8 @@ SUMMARY_KEYS = ("dataset", "variant", "seed", "epochs_run", "train_time_s")
 METRICS_INT_KEYS = ("params", "epochs_run", "model_size_bytes", "num_test")
 METRICS_FLOAT_KEYS = ("train_time_s", "test_time_ms", "latency_ms_p50", "latency_ms_p95",
                       "test_loss", "test_accuracy", "best_val_accuracy")
+# end-to-end latency (a test file through the exported model, attention_cnn.serving): NaN when absent
+METRICS_OPTIONAL_FLOAT_KEYS = ("e2e_latency_ms_p50", "e2e_latency_ms_p95")
 METRICS_NULLABLE_KEYS = ("best_val_accuracy",)  # null: the run had no validation data (train.validation_fraction: 0)
 METRICS_REQUIRED_KEYS = (
     "dataset", "variant", "seed", "source", "params", "model_size_bytes", "epochs_run",
@@ -172,6 +174,8 @@ def read_metrics(path: PathLike, dataset: str, variant: str, seed: int) -> dict[
         rec[key] = as_int(raw[key], path, key)
     for key in METRICS_FLOAT_KEYS:
         rec[key] = math.nan if (key in METRICS_NULLABLE_KEYS and raw[key] is None) else as_float(raw[key], path, key)
+    for key in METRICS_OPTIONAL_FLOAT_KEYS:
+        rec[key] = math.nan if raw.get(key) is None else as_float(raw[key], path, key)
 
     names = raw["class_names"]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):

@@ -206,7 +206,10 @@ def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[di
         Para(
             "How to read the tables: values are the mean over seeds, followed by \u00b1 the sample standard "
             "deviation when there is more than one seed. Test time is the wall time to evaluate the whole "
-            "test set; p50 latency is the median time to predict a single example. Times depend on the "
+            "test set; p50 latency is the median time to predict a single example (the model alone, on "
+            "stored features); p50 file to label is the median time one test file takes through the exported "
+            "model, as the predict command runs it (read, decode, resample, featurize, classify; docs/predict.md). "
+            "Times depend on the "
             "machine that ran the pipeline. The source column says which data source each row came from."
         ),
         Heading(2, "Summary"),

@@ -191,7 +191,7 @@ def comparisons_table(comparisons: pd.DataFrame, alpha: float = stats.ALPHA) -> 
 
 def comparison_table(df: pd.DataFrame, dataset: str, variants: Sequence[str]) -> TableSpec:
     header = ["variant", "seeds", "test accuracy (%)", "test loss", "train time (s)", "test time (ms)",
-              "p50 latency (ms)", "params", "epochs", "features", "source"]
+              "p50 latency (ms)", "p50 file to label (ms)", "params", "epochs", "features", "source"]
     rows = []
     sub = df[df["dataset"] == dataset]
     for v in variants:
@@ -199,6 +199,7 @@ def comparison_table(df: pd.DataFrame, dataset: str, variants: Sequence[str]) ->
         rows.append([
             f"`{v}`", str(len(r)), fmt_stat(r["test_accuracy"], 2, 100.0), fmt_stat(r["test_loss"], 4),
             fmt_stat(r["train_time_s"], 1), fmt_stat(r["test_time_ms"], 1), fmt_stat(r["latency_ms_p50"], 2),
+            fmt_stat(r["e2e_latency_ms_p50"], 2),
             fmt_count(r["params"]), fmt_count(r["epochs_run"]), fmt_sources(r["features"]) or "-",
             fmt_sources(r["source"]),
         ])
