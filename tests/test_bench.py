@@ -101,6 +101,8 @@ def test_tiny_run_of_featurize_and_storage_writes_the_reports(tmp_path):
     assert f["clips"] == 120 and f["ours_clips_per_s"] > 0 and f["study_clips_per_s"] > 0
     assert set(result["details"]["stored_bytes_ratio"]["options"]) == {"none", "GZIP", "ZLIB", "ZLIB:1"}
     assert result["meta"]["mode"] == "tiny"
+    assert {"cpu", "avx2", "avx512f", "avx512_bf16", "amx_bf16"} <= set(result["meta"])  # what auto and oneDNN follow
+    assert f["ours_onednn"] in (True, False)
     md = out.with_suffix(".md").read_text()
     assert md.startswith("# Benchmark (tiny)") and "| `featurize_speedup_vs_study` |" in md
     assert not list(tmp_path.glob("bench-*")), "scratch folder left behind"

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from attention_cnn.common import StageError
 from attention_cnn.data.download import download
 from attention_cnn.data.fsdd import (
+    CHECKSUM_FILE,
     FSDD_DEFAULT_URL,
     MANIFEST_KEYS,
     fsdd_split,
@@ -32,7 +33,7 @@ from attention_cnn.data.fsdd import (
 
 # In CI the shared data lives at ../shared/data relative to the repository root.
 REAL_ARCHIVE = ROOT.parent / "shared/data/fsdd/free-spoken-digit-dataset-1.0.10.tar.gz"
-CHECKSUMS = ROOT / "data/checksums/fsdd-1.0.10.sha256"
+CHECKSUMS = ROOT / CHECKSUM_FILE
 _skip_without_archive = pytest.mark.skipif(
     not REAL_ARCHIVE.is_file(), reason=f"real FSDD archive not available at {REAL_ARCHIVE}"
 )

@@ -94,6 +94,7 @@ def download(
     backoff_s: float = 1.0,
     progress: bool = True,
     session: requests.Session | None = None,
+    mismatch_hint: str | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` and return ``dest``.
 
@@ -126,10 +127,10 @@ def download(
                                     label=dest.name)
         if expected is not None and actual != expected:
             part.unlink(missing_ok=True)
-            raise StageError(
-                f"checksum mismatch for {_redact(url)}: expected sha256 {expected}, got {actual}; "
-                "the file was deleted - check the URL and the expected checksum"
-            )
+            hint = mismatch_hint or ("the source file is left as it is; check that it is the right file and the "
+                                     "expected checksum" if local is not None else
+                                     "the download was discarded; check the URL and the expected checksum")
+            raise StageError(f"checksum mismatch for {_redact(url)}: expected sha256 {expected}, got {actual}; {hint}")
         os.replace(part, dest)
     except BaseException:
         part.unlink(missing_ok=True)

@@ -28,7 +28,7 @@ from attention_cnn.common import StageError, atomic_dir, atomic_write_text, run_
 from attention_cnn.data.download import safe_extract_tar
 
 FSDD_DEFAULT_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz"
-FSDD_CHECKSUM_FILE = Path("data/checksums/fsdd-1.0.10.sha256")
+CHECKSUM_FILE = Path("data/checksums/fsdd-1.0.10.sha256")  # per-recording digests, committed
 RECORDINGS = "recordings"
 TEST_INDICES = range(0, 5)
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")  # v1.0.10, 500 recordings each
