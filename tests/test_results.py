@@ -176,3 +176,18 @@ def test_speed_page_from_bench_json(tmp_path):
     assert write_speed(tmp_path / "bench.json", doc).endswith("unchanged")
     assert write_speed(tmp_path / "none.json", tmp_path / "new.md").endswith("not found; make bench writes it)")
     assert not (tmp_path / "new.md").exists()
+
+
+def test_committed_results_that_dvc_lock_says_are_stale_are_not_used(repo):
+    write_reports(repo, ["mnist", "speech"], ["cnn", "cnn_attention"], [0],
+                  {(d, v, 0): 0.9 for d in ("mnist", "speech") for v in ("cnn", "cnn_attention")}, "bfloat16")
+    (repo / "dvc.lock").write_text("schema: '2.0'\nstages:\n  train@mnist-cnn-0:\n    params:\n      params.yaml:\n"
+                                   "        train.epochs: 3\n        models.cnn:\n          filters: 32\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a run with 3 epochs")
+    assert collect(repo, repo / "results")[-1] == ("workspace: not used (its committed results are stale: dvc.lock's "
+                                                   "train@mnist-cnn-0 ran with train.epochs=3, params.yaml has 15; "
+                                                   "run dvc repro)")
+    (repo / "dvc.lock").write_text((repo / "dvc.lock").read_text().replace("epochs: 3", "epochs: 15"))
+    git(repo, "commit", "-qam", "the run with 15 epochs")
+    assert collect(repo, repo / "results")[0].startswith("default: results/default <- the workspace")

@@ -23,7 +23,7 @@ from typing import Callable
 from attention_cnn import recipes
 from attention_cnn.common import StageError
 from attention_cnn.config import Params, parse_config
-from attention_cnn.provenance import leaves
+from attention_cnn.provenance import MISSING, leaves, lookup, same_value, show
 from attention_cnn.results.experiments import Experiment, experiments, git, head, read_at
 
 RESULTS_DIR = Path("results")
@@ -108,6 +108,20 @@ def experiment_candidate(root: Path, exp: Experiment) -> Candidate:
                      baseline_params=lambda: read_at(root, exp.baseline, "params.yaml"))
 
 
+def lock_disagrees(root: Path) -> str | None:
+    """The first param ``dvc.lock`` records with another value than ``params.yaml`` has, or None."""
+    lock = yaml_data((root / "dvc.lock").read_bytes()) if (root / "dvc.lock").is_file() else None
+    params = yaml_data((root / "params.yaml").read_bytes()) or {}
+    for stage, entry in ((lock or {}).get("stages") or {}).items():
+        recorded = ((entry or {}).get("params") or {}).get("params.yaml") or {}
+        for dotted, value in recorded.items():
+            for key, locked in leaves(dotted, value):
+                now = lookup(params, key)
+                if now is MISSING or not same_value(now, locked):
+                    return f"dvc.lock's {stage} ran with {key}={json.dumps(locked)}, params.yaml has {show(now)}"
+    return None
+
+
 def workspace_candidate(root: Path) -> tuple[Candidate | None, str]:
     """The workspace's results: committed ones as of the commit that wrote them, others only when up to date."""
     results = root / "reports" / "results.csv"
@@ -119,6 +133,9 @@ def workspace_candidate(root: Path) -> tuple[Candidate | None, str]:
     params_changed = (yaml_data(read_at(root, baseline, "params.yaml"))
                       != yaml_data((root / "params.yaml").read_bytes()))
     if not changed and not params_changed:   # the committed results (comments in params.yaml may differ)
+        disagreement = lock_disagrees(root)
+        if disagreement:
+            return None, f"its committed results are stale: {disagreement}; run dvc repro"
         commit, date = git(root, "log", "-1", "--format=%H %cI", "--", "reports/results.csv").stdout.split()
         uncommitted = False
     else:

@@ -127,8 +127,9 @@ def render(results_dir: Path, root: Path = Path(".")) -> str:
     known = recipes.names(root)
     parts = [HEADER]
     if done:
-        parts.append("| recipe | what it shows | time on a 2-core CPU |\n|---|---|---|\n" + "\n".join(
-            f"| [{n}](#{n}) | {_shows(root, n)} | {_time(root, n)} |" for n in done) + "\n")
+        parts.append("| recipe | what it shows | time | run on |\n|---|---|---|---|\n" + "\n".join(
+            f"| [{n}](#{n}) | {_shows(root, n)} | {_time(root, n)} | {_run_date(results_dir / n)} |"
+            for n in done) + "\n")
     parts += [section(n, results_dir / n) for n in done]
     waiting = [n for n in known if n not in done]
     if waiting:
@@ -149,3 +150,7 @@ def _shows(root: Path, name: str) -> str:
 def _time(root: Path, name: str) -> str:
     recipe = _recipe(root, name)
     return (recipe.time or "-") if recipe else "-"
+
+
+def _run_date(folder: Path) -> str:
+    return when(json.loads((folder / "run.json").read_text())["date"])[:10]
