@@ -6,6 +6,7 @@ count parameters and check that self-attention never sees more than ``max_tokens
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -401,7 +402,8 @@ def test_each_new_setting_is_validated_in_one_line(variant, key, value, expected
     with pytest.raises(StageError) as info:
         config({f"models.{variant}.{key}": value})
     message = str(info.value)
-    assert "\n" not in message and message == "params.yaml: " + expected.format(v=variant)
+    params_file = Path(__file__).resolve().parents[1] / "params.yaml"
+    assert "\n" not in message and message == f"{params_file}: " + expected.format(v=variant)
 
 
 @pytest.mark.parametrize("settings", [{"frontend": "logmel", "mel_bins": 40, "time_pool": 4, "augment": "auto"},
