@@ -56,11 +56,15 @@ def md5_of(fs, path: str) -> str | None:
     return digest.hexdigest()
 
 
-def referenced(repo) -> list[tuple[str, str]]:
-    """``(workspace path, oid)`` of every cached output in dvc.lock and the .dvc files (what dvc push sends)."""
+def referenced(repo, legacy: bool = False) -> list[tuple[str, str]]:
+    """``(workspace path, oid)`` of every cached output in dvc.lock and the .dvc files (what dvc push sends).
+
+    ``legacy``: instead, the outputs still hashed by DVC 2 (``md5-dos2unix``, another folder of the remote),
+    which this command does not verify.
+    """
     seen = {}
     for out in repo.index.outs:
-        if out.use_cache and out.hash_info and out.hash_info.value:
+        if out.use_cache and out.hash_info and out.hash_info.value and (out.hash_info.name != "md5") == legacy:
             seen.setdefault(out.hash_info.value, str(out))
     return sorted((name, oid) for oid, name in seen.items())
 
@@ -206,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"remote '{remote.name}': deleted {deleted} leftover .tmp file(s), {size / 1e6:.1f} MB")
     if kept:
         print(f"remote '{remote.name}': kept {kept} .tmp file(s) younger than {args.tmp_age_s:g} s (a push at work?)")
+    legacy = referenced(repo, legacy=True)
+    if legacy:
+        print(f"not verified: {len(legacy)} output(s) hashed by DVC 2 (md5-dos2unix), e.g. {legacy[0][0]}; "
+              f"rehash them with dvc commit -f")
     for p in report.problems:
         print(describe(p, in_local_cache(repo, p.oid)))
     if report.problems:
