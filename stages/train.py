@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config = load_config(args.params)
-    train, model_settings = config.train, config.model(args.variant)
+    train, model_settings = config.train, config.model(args.variant, args.params)
     params_guard = ParamsGuard(args.params, train_sections(args.variant))  # another exp run must not rewrite them
     check_multi_worker(train.strategy)  # multi_worker without TF_CONFIG: one line, before any work
     chief = is_chief()

@@ -11,7 +11,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attention_cnn.config", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=PARAMS_FILE, help="the params file (default: params.yaml)")
     args = parser.parse_args(argv)
-    load_config(args.params)
+    load_config(args.params, all_models=True)
     print(f"{args.params}: OK")
     return 0
 

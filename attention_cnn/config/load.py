@@ -44,20 +44,30 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise StageError(f"{p}: not valid YAML ({' '.join(str(exc).split())})") from None
 
 
-def parse_config(data: Any, source: str = PARAMS_FILE) -> Params:
-    """Validate loaded params; a mistake is one :class:`StageError` line ``<source>: <key> ...``."""
+def parse_config(data: Any, source: str = PARAMS_FILE, all_models: bool = True) -> Params:
+    """Validate loaded params; a mistake is one :class:`StageError` line ``<source>: <key> ...``.
+
+    ``all_models``: also validate every ``models.<variant>`` section, which imports every variant module. A
+    stage passes False and validates the one variant it uses (:meth:`Params.model`), so that DVC can make it
+    depend on that variant's code only.
+    """
     if not isinstance(data, dict):
         raise StageError(f"{source}: expected a mapping of parameters at the top level")
     try:
-        return Params.model_validate(data)
+        params = Params.model_validate(data)
     except ValidationError as exc:
         raise StageError(f"{source}: {one_line(exc, Params)}") from None
+    if all_models:
+        params.check_all_models(source)
+    return params
 
 
-def load_config(path: str | os.PathLike = PARAMS_FILE, changes: dict[str, Any] | None = None) -> Params:
+def load_config(path: str | os.PathLike = PARAMS_FILE, changes: dict[str, Any] | None = None,
+                all_models: bool = False) -> Params:
     """``params.yaml`` read with DVC's YAML rules and validated, defaults filled in: the one config of a stage.
 
     ``changes``: ``{dotted key: value}`` set before validation, as ``dvc exp run -S`` would (tests, the bench).
+    ``all_models``: see :func:`parse_config`; a stage validates its variant's section with :meth:`Params.model`.
     """
     data = read_yaml(path)
     for dotted, value in (changes or {}).items():
@@ -66,4 +76,4 @@ def load_config(path: str | os.PathLike = PARAMS_FILE, changes: dict[str, Any] |
         for part in parents:
             node = node.setdefault(part, {})
         node[last] = value
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), all_models)

@@ -11,11 +11,12 @@ import math
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
+                      create_model, model_validator)
 
 from attention_cnn import models as registry
 from attention_cnn.common import StageError
-from attention_cnn.config.errors import RuleError, did_you_mean, show
+from attention_cnn.config.errors import RuleError, did_you_mean, one_line, show
 from attention_cnn.models.settings import Count, Fraction, VariantSettings
 
 DATASETS = ("mnist", "speech")
@@ -230,9 +231,18 @@ class Evaluate(Section):
     attention_max_misclassified: NonNegative = 8
 
 
-# One optional section per variant module; null means all of its defaults.
-Models = create_model("Models", __base__=Section,
-                      **{name: (registry.settings_type(name) | None, None) for name in registry.available()})
+def _variant_sections(value: dict[str, Any]) -> dict[str, Any]:
+    """``models``: one optional section per variant module (null: all of its defaults). Only the names are
+    checked here; :meth:`Params.model` validates a section against its variant's ``Settings`` when a stage
+    asks for it, so a stage imports (and DVC makes it depend on) only the variant modules it uses."""
+    names = registry.available()
+    for name, section in value.items():
+        if name not in names:
+            hint = did_you_mean(name, names, "models.") or f"; variants: {', '.join(names)}"
+            raise RuleError(f"unknown key 'models.{name}'{hint}")
+        if section is not None and not isinstance(section, dict):
+            raise RuleError(f"models.{name} must be a mapping, got {show(section)}")
+    return value
 
 
 class Params(Section):
@@ -241,13 +251,24 @@ class Params(Section):
     data: Data
     features: Features
     train: Train
-    models: Models
+    models: Annotated[dict[str, Any], AfterValidator(_variant_sections)]
     evaluate: Evaluate
-
-    def model(self, variant: str) -> VariantSettings:
-        """The settings of ``variant`` (its defaults where ``models.<variant>`` is null)."""
+    def model(self, variant: str, source: str = "params.yaml") -> VariantSettings:
+        """``models.<variant>`` validated by the variant's ``Settings`` (its defaults where the section is null);
+        a mistake is one line naming the key."""
         settings_type = registry.settings_type(variant)  # an unknown variant: one line
-        return getattr(self.models, variant) or settings_type()
+        wrapper = create_model("Params", __base__=Section, models=(
+            create_model("Models", __base__=Section, **{variant: (settings_type, ...)}), ...))
+        try:
+            return wrapper.model_validate({"models": {variant: self.models.get(variant) or {}}}).models.__dict__[variant]
+        except ValidationError as exc:
+            raise StageError(f"{source}: {one_line(exc, wrapper)}") from None
+
+    def check_all_models(self, source: str = "params.yaml") -> None:
+        """Validate every ``models.<variant>`` section (:func:`~attention_cnn.config.parse_config` does by default;
+        a stage loads lazily and checks the variant it uses)."""
+        for variant in self.models:
+            self.model(variant, source)
 
     @model_validator(mode="after")
     def _every_listed_name_configured(self) -> "Params":
@@ -258,6 +279,6 @@ class Params(Section):
                 raise RuleError(f"train.{key} has no entry for data set '{missing[0]}' (listed in datasets); "
                                 f"add train.{key}.{missing[0]} or give one number for all")
         for variant in self.variants:
-            if variant not in self.models.model_fields_set:
+            if variant not in self.models:
                 raise RuleError(f"missing key 'models.{variant}' (variant '{variant}' is listed in variants)")
         return self
