@@ -131,7 +131,8 @@ def test_models_load_in_safe_mode_only(tmp_path):
     inputs = keras.Input((2,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
     model.save(tmp_path / "evil.keras")
-    from attention_cnn.evaluation.evaluate import evaluate
+    from attention_cnn.config.params import Evaluate
+    from attention_cnn.evaluation.evaluate import run_evaluation
     (tmp_path / "m").mkdir()
     (tmp_path / "evil.keras").rename(tmp_path / "m" / "model.keras")
     (tmp_path / "summary.json").write_text(json.dumps({"dataset": "t", "variant": "v", "seed": 0, "epochs_run": 1,
@@ -139,7 +140,8 @@ def test_models_load_in_safe_mode_only(tmp_path):
     features = make_features(tmp_path / "feat", 8)
     from attention_cnn.common import StageError
     with pytest.raises(StageError, match=r"model.keras: refused: .* names keras.layers.Lambda"):  # the allow-list
-        evaluate(tmp_path / "m", features, tmp_path / "summary.json", 8, 1, 1)
+        run_evaluation(tmp_path / "m", features, tmp_path / "summary.json",
+                       Evaluate(batch_size=8, latency_repeats=1, latency_warmup=1), attention=False)
 
 
 def cached_out_hashes(root: Path) -> dict[str, str]:
