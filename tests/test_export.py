@@ -22,12 +22,12 @@ VARIANTS = ("cnn", "resnet")    # the study's seed-faithful cnn; a strong resnet
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A tiny speech project (cnn and logmel resnet) after `dvc repro evaluate`: export and evaluate ran as stages
-    (the report is not needed here)."""
+    (the report is not needed here); MNIST's features too, for the MNIST model trained in a test."""
     params = copy.deepcopy(TINY_PARAMS)
     deep_update(params, {"datasets": ["speech"], "variants": list(VARIANTS),
                          "models": {"resnet": {"frontend": "logmel"}}})
     root = make_project(tmp_path_factory.mktemp("export") / "project", params)
-    run(["dvc", "repro", "evaluate"], root)
+    run(["dvc", "repro", "evaluate", "featurize@mnist"], root)
     return root
 
 
