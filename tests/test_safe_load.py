@@ -123,8 +123,8 @@ def keras_class_other_module(marker: Path):
     return mutate
 
 
-@pytest.mark.parametrize("craft, named", [(subprocess_layer, "subprocess.run"), (os_system_activation, "os.function"),
-                                          (unsafe_switch, "keras.config.function"),
+@pytest.mark.parametrize("craft, named", [(subprocess_layer, "subprocess.run"), (os_system_activation, "os.system (a function)"),
+                                          (unsafe_switch, "keras.config.enable_unsafe_deserialization (a function)"),
                                           (keras_class_other_module, "attacker.layers.Dense")])
 def test_crafted_model_is_refused_before_keras_reads_it(tmp_path, craft, named):
     good, _, _ = saved_cnn(tmp_path)

@@ -76,6 +76,8 @@ def object_entries(config: Any, where: str = "config.json") -> Iterator[tuple[st
 def describe(entry: dict[str, Any]) -> str:
     """``module.class_name`` (and the registered name when it differs) of one object entry."""
     module, cls = entry.get("module"), entry.get("class_name")
+    if cls == "function" and isinstance(entry.get("config"), str):  # a function entry: its name is in "config"
+        cls = f"{entry['config']} (a function)"
     text = f"{module}.{cls}" if module else str(cls)
     registered = entry.get("registered_name")
     if registered not in (None, cls):
