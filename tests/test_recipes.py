@@ -161,7 +161,7 @@ def test_cli_refuses_a_name_that_exists(tmp_path):
     assert cli(["run", "two-seeds", "--suffix", "Two"], tmp_path).stderr.startswith("error: --suffix 'Two'")
 
 
-@pytest.mark.parametrize("value", ["true", "NULL", "010", "1e3", "nan", "a,b", "x=y", "[a]", "a b", "http://h:80/x.tar.gz",
+@pytest.mark.parametrize("value", ["true", "NULL", "010", "1e3", "nan", "a,b", "x=y", "[a]", "a b", "http://h:80/x.gz",
                                    "", 0, 1.5, 1e-05, True, None, [0, 1], ["cnn", "resnet_se"], {}])
 def test_a_value_reads_back_as_itself_through_dvc(tmp_path, value):
     from dvc.utils.hydra import apply_overrides

@@ -162,10 +162,11 @@ def test_speed_page_from_bench_json(tmp_path):
     bench["epoch_time_ratio_vs_study"] = 0.123
     (tmp_path / "bench.json").write_text(json.dumps(bench))
     doc = tmp_path / "speed.md"
-    doc.write_text("# Speed\n\nProse a person wrote.\n\n" + BEGIN + "\nold table\n" + END + "\n\n## Levers\n\nMore prose.\n")
-    assert write_speed(tmp_path / "bench.json", doc).endswith("figures from " + str(tmp_path / "bench.json"))
+    prose, more = "# Speed\n\nProse a person wrote.\n\n", "## Levers\n\nMore prose.\n"
+    doc.write_text(prose + BEGIN + "\nold table\n" + END + "\n\n" + more)
+    assert write_speed(tmp_path / "bench.json", doc) == f"{doc}: figures from {tmp_path / 'bench.json'}"
     text = doc.read_text()
-    assert text.startswith("# Speed\n\nProse a person wrote.\n\n" + BEGIN) and text.endswith("## Levers\n\nMore prose.\n")
+    assert text.startswith(prose + BEGIN) and text.endswith(more)
     assert "old table" not in text
     table = text.split(BEGIN)[1].split(END)[0]
     rows = {r["key"]: r for r in csv.DictReader(io.StringIO("\n".join(

@@ -192,7 +192,7 @@ def write_run(out: Path, recipe: recipes.Recipe, cand: Candidate, config: Params
 
 
 def collect(root: Path, out_dir: Path, names: list[str] | None = None) -> list[str]:
-    """Refresh ``out_dir/<recipe>/`` for every recipe with a newer finished run; one line per recipe on what happened."""
+    """Refresh ``out_dir/<recipe>/`` for every recipe with a newer finished run; a line per recipe on what happened."""
     exps = experiments(root)
     workspace, why_not_workspace = workspace_candidate(root)
     lines = []
@@ -214,7 +214,8 @@ def collect(root: Path, out_dir: Path, names: list[str] | None = None) -> list[s
             if runs is None or missing:
                 skipped.append(f"{cand.label}: {why or 'reports/' + missing[0] + ' missing'}")
                 continue
-            same = kept and (kept.get("experiment_commit") or kept.get("commit")) == (cand.experiment_commit or cand.commit)
+            source = cand.experiment_commit or cand.commit
+            same = kept and (kept.get("experiment_commit") or kept.get("commit")) == source
             if same and kept.get("date") == cand.date:
                 lines.append(f"{name}: unchanged ({cand.label}, {cand.date})")
             elif kept and _date(kept["date"]) > _date(cand.date):
