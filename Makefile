@@ -3,11 +3,15 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# GPU=1 (make env GPU=1, make repro GPU=1): TensorFlow's CUDA build of the pinned version, tensorflow[and-cuda],
+# instead of tensorflow-cpu; every other pin stays (docs/gpus.md). Its own stamp, so switching reinstalls.
+STAMP := $(VENV)/.installed$(if $(GPU),-gpu)
+TF_CPU_PIN := $(shell grep '^tensorflow-cpu==' requirements.txt)
+TF_GPU_PIN := $(subst tensorflow-cpu,tensorflow[and-cuda],$(TF_CPU_PIN))
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: repro test bench env lock clean-env push verify-remote exp recipe recipes results
+.PHONY: repro test test-fast bench env gpu-pins lock clean-env push verify-remote exp recipe recipes results
 
 env: $(STAMP)
 
@@ -15,8 +19,19 @@ $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (tensorflow-io 0.37.1 wheels); set PYTHON=/path/to/python3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(if $(GPU),$(BIN)/python -m pip uninstall --quiet --yes tensorflow-cpu,\
+	   test ! -e $(VENV)/.installed-gpu || $(BIN)/python -m pip uninstall --quiet --yes tensorflow)
+	grep -v '^tensorflow-cpu==' requirements.txt > $(VENV)/requirements-rest.txt
+	$(BIN)/python -m pip install --quiet -r $(VENV)/requirements-rest.txt "$(if $(GPU),$(TF_GPU_PIN),$(TF_CPU_PIN))"
+	rm -f $(VENV)/.installed $(VENV)/.installed-gpu
 	touch $(STAMP)
+
+# Check without installing that the GPU build resolves together with every other pin (asks PyPI; no download
+# of the large wheels where PyPI serves their metadata).
+gpu-pins:
+	grep -v '^tensorflow-cpu==' requirements.txt > /tmp/requirements-rest.txt
+	$(PYTHON) -m pip install --dry-run --ignore-installed --quiet -r /tmp/requirements-rest.txt "$(TF_GPU_PIN)" \
+	  && echo "GPU pins resolve: $(TF_GPU_PIN) with requirements.txt"
 
 # Whole pipeline on the embedded default data (offline).
 repro: $(STAMP)
@@ -24,8 +39,13 @@ repro: $(STAMP)
 	$(BIN)/dvc repro
 	@echo "report: reports/report.html"
 
+# The whole suite (what CI runs): tests/unit, then tests/pipeline (real dvc repro, remotes, browser, distribute).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The edit-test loop: unit tests that need no TensorFlow model training (well under a minute).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit -m "not slow"
 
 # Share results: dvc push, then prove every object dvc.lock and the .dvc files reference is in the remote
 # with the right md5, and repair what is not (docs/team.md). REMOTE=name picks a remote other than the default.

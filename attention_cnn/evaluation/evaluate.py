@@ -94,13 +94,6 @@ class Evaluation:
     attention_images: dict[str, bytes] = field(default_factory=dict)
 
 
-def evaluate(model_dir: Path, features_dir: Path, summary_file: Path, batch_size: int, repeats: int,
-             warmup: int) -> tuple[dict[str, Any], list[list[Any]]]:
-    """Evaluate ``model_dir/model.keras`` on the test split. Returns (metrics, prediction rows)."""
-    result = run_evaluation(model_dir, features_dir, summary_file, batch_size, repeats, warmup, attention=None)
-    return result.metrics, result.rows
-
-
 def run_evaluation(model_dir: Path, features_dir: Path, summary_file: Path, settings: Evaluate,
                    attention: bool = True) -> Evaluation:
     """Evaluate ``model_dir/model.keras`` on the test split, and draw its attention maps (unless ``attention`` is
