@@ -16,16 +16,19 @@ from conftest import TINY_PARAMS, deep_update, make_project, run
 # of evaluate's batches of 64. Measured differences are about 1e-6; a featurizer that drifted (another window,
 # no float16 rounding, a different rate) changes the inputs and moves the probabilities far more.
 PROB_TOLERANCE = 1e-5
-VARIANTS = ("cnn", "resnet")    # the study's seed-faithful cnn; a strong resnet with the log-mel frontend
+# The study's seed-faithful cnn; a strong resnet with the log-mel frontend and SpecAugment (augment: auto: Keras
+# random layers, active in training only, which the export leaves out).
+VARIANTS = ("cnn", "resnet")
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A tiny speech project (cnn and logmel resnet) after `dvc repro evaluate`: export and evaluate ran as stages
-    (the report is not needed here); MNIST's features too, for the MNIST model trained in a test."""
+    """A tiny speech project (cnn, and resnet with logmel and augmentation) after `dvc repro evaluate`: export and
+    evaluate ran as stages (the report is not needed here); MNIST's features too, for the MNIST model trained in a
+    test."""
     params = copy.deepcopy(TINY_PARAMS)
     deep_update(params, {"datasets": ["speech"], "variants": list(VARIANTS),
-                         "models": {"resnet": {"frontend": "logmel"}}})
+                         "models": {"resnet": {"frontend": "logmel", "augment": "auto"}}})
     root = make_project(tmp_path_factory.mktemp("export") / "project", params)
     run(["dvc", "repro", "evaluate", "featurize@mnist"], root)
     return root
@@ -75,6 +78,8 @@ def test_exported_model_predicts_as_evaluate_from_the_raw_recordings(project, va
 
     # 3. every probability, against the trained model on the stored features (evaluate's computation)
     model = keras.models.load_model(project / f"models/speech/{variant}/seed0/model.keras", compile=False)
+    augmented = any(isinstance(layer, keras.layers.RandomZoom) for layer in model.layers)
+    assert augmented == (variant == "resnet")   # the trained resnet holds SpecAugment's random layers
     pipeline = model.predict(batched(project / "data/features/speech", spec, "test", 64), verbose=0)
     assert np.abs(exported - pipeline).max() <= PROB_TOLERANCE
 
@@ -157,16 +162,18 @@ def test_predict_command_reads_every_encoding_and_reports_bad_files(project, tmp
 
 
 def test_mnist_export_takes_pixels_and_png_files(project, tmp_path):
-    """An MNIST model (trained here by the stage's command) exported: uint8 pixels and PNG files in."""
+    """An MNIST model (trained here by the stage's command) exported: uint8 pixels and PNG files in. The resnet of
+    the fixture's params (augment: auto): on images, digit shifts and rotations, left out of the export."""
     import keras
     import tensorflow as tf
     from PIL import Image
 
     from attention_cnn.data.idx import read_idx_gz
     from attention_cnn.features.tfrecords import batched, read_spec
+    from attention_cnn.serving.export import load_saved_model, read_export
 
     features = project / "data/features/mnist"
-    run([sys.executable, "-m", "stages.train", "--params", "params.yaml", "--dataset", "mnist", "--variant", "cnn",
+    run([sys.executable, "-m", "stages.train", "--params", "params.yaml", "--dataset", "mnist", "--variant", "resnet",
          "--seed", "0", "--features", str(features), "--out", str(tmp_path / "model"),
          "--history", str(tmp_path / "h.csv"), "--summary", str(tmp_path / "s.json"),
          "--live-dir", str(tmp_path / "live")], project)
@@ -174,9 +181,10 @@ def test_mnist_export_takes_pixels_and_png_files(project, tmp_path):
          "--out", str(tmp_path / "export")], project)
     images = read_idx_gz(project / "data/raw/mnist/t10k-images-idx3-ubyte.gz")[:64]
     model = keras.models.load_model(tmp_path / "model/model.keras", compile=False)
+    assert any(isinstance(layer, keras.layers.RandomRotation) for layer in model.layers)
     spec = read_spec(features)
     pipeline = model.predict(batched(features, spec, "test", 64).take(1), verbose=0)
-    loaded = tf.saved_model.load(str(tmp_path / "export/saved_model"))
+    loaded = load_saved_model(tmp_path / "export", read_export(tmp_path / "export"))  # digests and ops checked
     exported = loaded.serving_default(tf.constant(images))["probabilities"].numpy()
     assert np.abs(exported - pipeline).max() <= PROB_TOLERANCE
 
@@ -208,3 +216,152 @@ def test_report_tables_show_the_end_to_end_latency_beside_the_model_only_one(pro
     for row, record in zip(rows, records):
         assert float(row[model_only]) == pytest.approx(record["latency_ms_p50"], abs=0.006)
         assert float(row[end_to_end]) == pytest.approx(record["e2e_latency_ms_p50"], abs=0.006)
+
+
+# --------------------------------------------------------------------------- trust: files and ops checked first
+FORBIDDEN_OPS = {"ReadFile", "WriteFile", "MatchingFiles", "PyFunc", "EagerPyFunc", "PyFuncStateless", "DeleteFile",
+                 "SaveV2", "RestoreV2", "MergeV2Checkpoints", "Save", "Restore", "ImmutableConst"}
+
+
+def test_allowed_ops_are_exactly_those_of_every_registered_variant(project, tmp_path):
+    """Every variant, with the settings that add layers (logmel, augmentation, dropout), exported as the export
+    stage writes its SavedModel with the speech featurizer, and two with MNIST's (the variants' ops on images are
+    a subset: no frontend, no masks): only allowed ops, and every allowed op used."""
+    from attention_cnn.features.tfrecords import read_spec
+    from attention_cnn.models import available, build_model, settings_type
+    from attention_cnn.models.blocks import portable
+    from attention_cnn.serving.export import inference_model, write_saved_model
+    from attention_cnn.serving.trust import ALLOWED_OPS, SAVER_OPS, graph_ops, read_saved_model
+
+    option = {"frontend": "logmel", "augment": "auto", "time_pool": 2, "dropout": 0.1}
+    seen, saver = set(), set()
+    for dataset in ("speech", "mnist"):
+        spec = read_spec(project / f"data/features/{dataset}")
+        for name in available() if dataset == "speech" else ("cnn", "resnet"):
+            fields = settings_type(name).model_fields
+            model = portable(build_model(name, tuple(spec.shape), spec.num_classes,
+                                         {k: v for k, v in option.items() if k in fields},
+                                         sample_rate_hz=spec.settings.get("sample_rate_hz", 8000)))
+            path = tmp_path / f"{dataset}-{name}"
+            write_saved_model(inference_model(model), spec, path)
+            for _, op, saver_only in graph_ops(read_saved_model(path / "saved_model.pb")):
+                (saver if saver_only else seen).add(op)
+    assert seen <= ALLOWED_OPS, seen - ALLOWED_OPS
+    assert ALLOWED_OPS <= seen, ALLOWED_OPS - seen   # nothing allowed that no export uses
+    assert saver - seen <= SAVER_OPS, saver - seen - SAVER_OPS
+    assert not FORBIDDEN_OPS & ALLOWED_OPS
+
+
+def _hostile_export(project, folder, target):
+    """An export folder, internally consistent (export.json lists the digests of its files), whose SavedModel's
+    ``waveform`` signature writes ``target`` with tf.io.write_file before answering."""
+    import shutil
+
+    import tensorflow as tf
+
+    from attention_cnn.serving.trust import file_digests
+
+    class Hostile(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int64)])
+        def waveform(self, waveform, sample_rate_hz):
+            with tf.control_dependencies([tf.io.write_file(str(target), "written by a model file")]):
+                probabilities = tf.fill([1, 10], 0.1)
+            return {"probabilities": probabilities, "class_index": tf.argmax(probabilities, axis=-1)}
+
+    module = Hostile()
+    folder.mkdir(parents=True)
+    tf.saved_model.save(module, str(folder / "saved_model"), signatures={"waveform": module.waveform})
+    info = json.loads((project / "exports/speech/cnn/seed0/export.json").read_text())
+    for name in ("config.json", "class_names.json", "spec.json"):
+        shutil.copyfile(project / "exports/speech/cnn/seed0" / name, folder / name)
+    info["files"] = file_digests(folder, exclude="export.json")
+    info.pop("tflite")
+    (folder / "export.json").write_text(json.dumps(info))
+    return folder
+
+
+def test_export_whose_graph_writes_a_file_is_refused_before_loading(project, tmp_path):
+    import tensorflow as tf
+
+    from attention_cnn.common import StageError
+    from attention_cnn.serving.predict import Predictor
+
+    target = tmp_path / "written.txt"
+    folder = _hostile_export(project, tmp_path / "exports/speech/cnn/seed0", target)
+    # the crafted model does what it says when TensorFlow loads and calls it ...
+    tf.saved_model.load(str(folder / "saved_model")).waveform(tf.zeros([8]), tf.constant(8000, tf.int64))
+    assert target.read_text() == "written by a model file"
+    target.unlink()
+    # ... and neither the predict command nor the Predictor (evaluate's end-to-end latency) loads it
+    wav = _test_files(project)[0]
+    proc = run([sys.executable, "-m", "stages.predict", "--model", str(folder), str(wav)], project, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    line, = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: {folder}: refused: ") and "'WriteFile'" in line, line
+    assert "dvc repro -f export@speech-cnn-0" in line
+    with pytest.raises(StageError, match="runs op 'WriteFile'"):
+        Predictor(folder)
+    assert not target.exists()
+
+
+def test_damaged_or_unlisted_export_files_are_named_in_one_line(project, tmp_path):
+    import shutil
+
+    from attention_cnn.common import StageError
+    from attention_cnn.serving.predict import Predictor
+
+    folder = tmp_path / "exports/speech/cnn/seed0"
+    shutil.copytree(project / "exports/speech/cnn/seed0", folder)
+    Predictor(folder)   # the copy as exported: accepted
+    data = folder / "saved_model/variables/variables.data-00000-of-00001"
+    damaged = bytearray(data.read_bytes())
+    damaged[len(damaged) // 2: len(damaged) // 2 + 16] = bytes(16)
+    original = data.read_bytes()
+    data.write_bytes(bytes(damaged))
+    proc = run([sys.executable, "-m", "stages.predict", "--model", str(folder), str(_test_files(project)[0])],
+               project, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    line, = proc.stderr.strip().splitlines()
+    assert line == (f"error: {data}: damaged (its SHA-256 differs from the one export.json recorded at export); "
+                    f"restore it with `dvc checkout --relink {folder}` or `dvc pull {folder}`, or rebuild it "
+                    f"(`dvc repro -f export@speech-cnn-0`)"), line
+    data.write_bytes(original)
+    (folder / "saved_model/assets").mkdir(exist_ok=True)
+    (folder / "saved_model/assets/extra.txt").write_text("not exported")
+    with pytest.raises(StageError, match=r"assets/extra.txt: refused: a file export.json does not list"):
+        Predictor(folder)
+    (folder / "saved_model/assets/extra.txt").unlink()
+    info = json.loads((folder / "export.json").read_text())
+    del info["files"]
+    (folder / "export.json").write_text(json.dumps(info))
+    with pytest.raises(StageError, match="records no file digests"):
+        Predictor(folder)
+
+
+def test_checkpoint_ops_and_ops_named_by_a_call_are_refused_in_functions_a_signature_reaches(project, tmp_path):
+    """saved_model.pb edited as a hostile writer would: a call whose callee is an op instead of a library
+    function, or a checkpoint op (allowed in the saver's own functions) in a function the signatures reach."""
+    import shutil
+
+    from attention_cnn.common import StageError
+    from attention_cnn.serving.trust import check_ops, read_saved_model
+
+    source = project / "exports/speech/cnn/seed0"
+    check_ops(source, "saved_model")   # as exported: accepted, SaveV2 and RestoreV2 in the saver's functions
+    for edit, op in (("callee", "WriteFile"), ("node", "SaveV2"), ("node", "EagerPyFunc")):
+        folder = tmp_path / f"{edit}-{op}"
+        shutil.copytree(source / "saved_model", folder / "saved_model")
+        message = read_saved_model(folder / "saved_model/saved_model.pb")
+        meta = message.meta_graphs[0]
+        held = set(meta.object_graph_def.concrete_functions)  # the functions restored objects hold
+        function = next(f for f in meta.graph_def.library.function if f.signature.name in held
+                        and any(n.op == "StatefulPartitionedCall" for n in f.node_def))
+        name = function.signature.name
+        if edit == "callee":
+            node = next(n for n in function.node_def if n.op == "StatefulPartitionedCall")
+            node.attr["f"].func.name = op
+        else:
+            function.node_def.add(name="hostile", op=op)
+        (folder / "saved_model/saved_model.pb").write_bytes(message.SerializeToString())
+        with pytest.raises(StageError, match=f"function {name} of the SavedModel runs op '{op}'"):
+            check_ops(folder, "saved_model")

@@ -18,9 +18,12 @@ The output folder (``--out``, a DVC output) holds:
 - ``model.tflite``: the same computation where TFLite has the ops (see ``export.json``'s ``tflite``: what
   it takes, and why the featurizer is left out when it is).
 - ``config.json``, ``class_names.json`` (from train), ``spec.json`` (the features'), ``export.json``
-  (signatures, TFLite scope, the packages the SavedModel needs).
+  (signatures, TFLite scope, the packages the SavedModel needs, and ``files``: the SHA-256 of every other file).
 
 Predict with ``python -m stages.predict --model <this folder> FILES`` (:mod:`attention_cnn.serving.predict`).
+Load an export with :func:`load_saved_model`, which checks its files and ops first
+(:mod:`attention_cnn.serving.trust`). The model is exported without its training-only augmentation layers
+(:func:`inference_model`).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from attention_cnn.common import StageError, atomic_dir, atomic_write_json
+from attention_cnn.serving.trust import DIGESTS_KEY, check_export, file_digests
 
 SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILE = "model.tflite"
@@ -46,6 +50,25 @@ def load_keras_model(path: Path):
     if not path.is_file():
         raise StageError(f"{path}: model not found; run the train stage first (dvc repro)")
     return load_model(path, compile=False)
+
+
+def inference_model(model):
+    """``model`` without its training-only layers: each Keras random augmentation layer (the identity outside
+    training) becomes ``keras.layers.Identity``; every other layer is shared, weights and all.
+
+    The random layers hold a seed generator whose state a traced ``model(x, training=False)`` still captures,
+    and ``tf.saved_model.save`` refuses a capture its module does not track ("not reachable from root").
+    """
+    import keras
+
+    training_only = (keras.layers.RandomRotation, keras.layers.RandomTranslation, keras.layers.RandomZoom)
+
+    def clone(layer):
+        return keras.layers.Identity(name=layer.name) if isinstance(layer, training_only) else layer
+
+    if not any(isinstance(layer, training_only) for layer in model.layers):
+        return model
+    return keras.models.clone_model(model, clone_function=clone)
 
 
 def _outputs(model, inputs, class_names):
@@ -189,6 +212,14 @@ def save_functions(model, functions: dict[str, tuple[Any, list]], path: Path) ->
     tf.saved_model.save(module, str(path), signatures=signatures)
 
 
+def write_saved_model(model, spec, path: Path) -> dict[str, tuple[Any, list]]:
+    """The SavedModel of an inference ``model`` (:func:`inference_model`) with the featurizer of ``spec``'s
+    dataset; returns its functions (signature name -> (function, input signature))."""
+    functions = speech_functions(model, spec) if spec.dataset == "speech" else mnist_functions(model, spec)
+    save_functions(model, functions, path)
+    return functions
+
+
 def _converter_reason(exc: Exception) -> str:
     """The converter's first line naming the ops it lacks (its message is many lines of MLIR)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -207,14 +238,11 @@ def export(model_dir: Path, features_dir: Path, out: Path) -> dict[str, Any]:
     if list(model.input_shape[1:]) != list(spec.shape):
         raise StageError(f"{model_dir}: the model takes {list(model.input_shape[1:])}, the features in "
                          f"{features_dir} are {spec.shape}; rerun train (dvc repro)")
-    if spec.dataset == "speech":
-        functions = speech_functions(model, spec)
-        if spec.storage_dtype not in ("float16", "float32"):
-            raise StageError(f"{features_dir}/{SPEC_FILE}: speech storage_dtype {spec.storage_dtype!r} unexpected")
-    else:
-        functions = mnist_functions(model, spec)
+    if spec.dataset == "speech" and spec.storage_dtype not in ("float16", "float32"):
+        raise StageError(f"{features_dir}/{SPEC_FILE}: speech storage_dtype {spec.storage_dtype!r} unexpected")
+    model = inference_model(model)
     with atomic_dir(out) as tmp:
-        save_functions(model, functions, tmp / SAVED_MODEL_DIR)
+        functions = write_saved_model(model, spec, tmp / SAVED_MODEL_DIR)
         flatbuffer, tflite = convert_tflite(model, spec, tmp / ".tflite-source")
         shutil.rmtree(tmp / ".tflite-source")
         if flatbuffer is not None:
@@ -229,7 +257,8 @@ def export(model_dir: Path, features_dir: Path, out: Path) -> dict[str, Any]:
                 "signatures": {name: [t.name for t in sig] for name, (_, sig) in functions.items()},
                 "outputs": ["probabilities", "class_index", "class_name"],
                 "requires": ["tensorflow_io"] if spec.dataset == "speech" else [],
-                "tflite": tflite}
+                "tflite": tflite,
+                DIGESTS_KEY: file_digests(tmp, exclude=EXPORT_FILE)}  # checked before every load (trust.py)
         atomic_write_json(tmp / EXPORT_FILE, info)
     return info
 
@@ -247,6 +276,24 @@ def read_export(folder: Path) -> dict[str, Any]:
     if not isinstance(info, dict) or info.get("dataset") not in ("speech", "mnist") or not info.get("class_names"):
         raise StageError(f"{path}: not an export description; rerun the export stage (dvc repro)")
     return info
+
+
+def load_saved_model(folder: Path, info: dict[str, Any]):
+    """The export's SavedModel, loaded only after :func:`attention_cnn.serving.trust.check_export` accepted its
+    files (the digests in ``info``) and its ops."""
+    import tensorflow as tf
+
+    check_export(folder, info, SAVED_MODEL_DIR, exclude=EXPORT_FILE)
+    if "tensorflow_io" in info.get("requires", []):
+        from tensorflow_io.python.ops import core_ops
+
+        core_ops.io_audio_resample  # noqa: B018 - loads tensorflow-io's op library (lazy), which registers the op
+    try:
+        return tf.saved_model.load(str(folder / SAVED_MODEL_DIR))
+    except Exception as exc:  # noqa: BLE001 - a missing, partial or foreign SavedModel
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StageError(f"{folder / SAVED_MODEL_DIR}: cannot load the SavedModel ({reason}); "
+                         f"rerun the export stage (dvc repro)") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,7 +72,7 @@ class Predictor:
     """An exported model (:mod:`attention_cnn.serving.export`) loaded once; :meth:`predict_file` per file."""
 
     def __init__(self, export_dir: str | os.PathLike):
-        from attention_cnn.serving.export import SAVED_MODEL_DIR, read_export
+        from attention_cnn.serving.export import load_saved_model, read_export
 
         self.folder = Path(export_dir)
         self.info = read_export(self.folder)
@@ -81,19 +81,7 @@ class Predictor:
         self.suffixes = AUDIO_SUFFIXES if self.dataset == "speech" else IMAGE_SUFFIXES
         self.unsupported = UNSUPPORTED_AUDIO_SUFFIXES if self.dataset == "speech" else UNSUPPORTED_IMAGE_SUFFIXES
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
-
-        if "tensorflow_io" in self.info.get("requires", []):
-            from tensorflow_io.python.ops import core_ops
-
-            core_ops.io_audio_resample  # noqa: B018 - loads tensorflow-io's op library (lazy), which registers the op
-
-        try:
-            self.model = tf.saved_model.load(str(self.folder / SAVED_MODEL_DIR))
-        except Exception as exc:  # noqa: BLE001 - a missing, partial or foreign SavedModel
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise StageError(f"{self.folder / SAVED_MODEL_DIR}: cannot load the SavedModel ({reason}); "
-                             f"rerun the export stage (dvc repro)") from None
+        self.model = load_saved_model(self.folder, self.info)  # checks files and ops first (trust.py)
 
     def probabilities(self, path: str | os.PathLike) -> np.ndarray:
         """Class probabilities (classes,) for one file; :class:`BadFileError` when it cannot be read."""
