@@ -146,6 +146,20 @@ def write_csv_rows(path: str | os.PathLike, header: list[str], rows: list[list[A
     atomic_write_text(path, buf.getvalue())
 
 
+def read_json_object(path: str | os.PathLike, hint: str) -> dict[str, Any]:
+    """A JSON file holding an object; missing, malformed or not an object is one :class:`StageError` line
+    naming the file (``hint``: what to do when it is missing)."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StageError(f"{path}: not found; {hint}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StageError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise StageError(f"{path}: expected a JSON object")
+    return raw
+
+
 def read_csv_dicts(path: str | os.PathLike) -> list[dict[str, str]]:
     import csv
 

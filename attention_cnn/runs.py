@@ -17,14 +17,13 @@ Readers validate what they read and fail with one line naming the file; writers 
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence, Union
 
 import pandas as pd
 
-from attention_cnn.common import StageError, atomic_write_json, write_csv_rows
+from attention_cnn.common import StageError, atomic_write_json, read_json_object, write_csv_rows
 
 HISTORY_FILE, SUMMARY_FILE = "history.csv", "summary.json"
 METRICS_FILE, PREDICTIONS_FILE, ATTENTION_DIR = "metrics.json", "predictions.csv", "attention"
@@ -77,18 +76,6 @@ def as_float(value: Any, path: Path, key: str) -> float:
     return float(value)
 
 
-def _read_json_object(path: Path, hint: str) -> dict[str, Any]:
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StageError(f"{path}: not found; {hint}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StageError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise StageError(f"{path}: expected a JSON object")
-    return raw
-
-
 def _read_csv(path: Path, required: Sequence[str], **kwargs) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, float_precision="round_trip", **kwargs)
@@ -128,16 +115,21 @@ def read_history(path: PathLike) -> pd.DataFrame:
     return df
 
 
-def write_summary(path: PathLike, summary: dict[str, Any]) -> None:
-    absent = [k for k in SUMMARY_KEYS if k not in summary]
+def _write_checked(path: PathLike, obj: dict[str, Any], keys: Sequence[str], what: str) -> None:
+    """Write a run file; a writer that forgot a key the readers need is a bug, caught before the file exists."""
+    absent = [k for k in keys if k not in obj]
     if absent:
-        raise ValueError(f"summary lacks {', '.join(absent)}")
-    atomic_write_json(path, summary)
+        raise ValueError(f"{what} lacks {', '.join(absent)}")
+    atomic_write_json(path, obj)
+
+
+def write_summary(path: PathLike, summary: dict[str, Any]) -> None:
+    _write_checked(path, summary, SUMMARY_KEYS, "summary")
 
 
 def read_summary(path: PathLike) -> dict[str, Any]:
     """train's summary.json with at least :data:`SUMMARY_KEYS`."""
-    raw = _read_json_object(Path(path), "run the train stage first (dvc repro)")
+    raw = read_json_object(Path(path), "run the train stage first (dvc repro)")
     absent = [k for k in SUMMARY_KEYS if k not in raw]
     if absent:
         raise StageError(f"{path}: missing key(s) {', '.join(absent)}; rerun the train stage (dvc repro)")
@@ -148,10 +140,7 @@ def read_summary(path: PathLike) -> dict[str, Any]:
 
 
 def write_metrics(path: PathLike, metrics: dict[str, Any]) -> None:
-    absent = [k for k in METRICS_REQUIRED_KEYS if k not in metrics]
-    if absent:
-        raise ValueError(f"metrics lack {', '.join(absent)}")
-    atomic_write_json(path, metrics)
+    _write_checked(path, metrics, METRICS_REQUIRED_KEYS, "metrics")
 
 
 def read_metrics(path: PathLike, dataset: str, variant: str, seed: int) -> dict[str, Any]:
@@ -159,7 +148,7 @@ def read_metrics(path: PathLike, dataset: str, variant: str, seed: int) -> dict[
     identity keys, ``source``, ``features`` ("" when absent), the numbers (NaN for a null nullable one),
     ``class_names`` and ``per_class`` ({class: {precision, recall, support}}, NaN where absent)."""
     path = Path(path)
-    raw = _read_json_object(path, "run `dvc repro` to produce it")
+    raw = read_json_object(path, "run `dvc repro` to produce it")
     absent = [k for k in METRICS_REQUIRED_KEYS if k not in raw]
     if absent:
         raise StageError(f"{path}: missing key(s) {', '.join(absent)}; re-run `dvc repro`")

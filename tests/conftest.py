@@ -14,6 +14,11 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# Pipeline tests reuse the unit tests' builders (test_report.write_tree, test_safe_load.rewrite_config, ...),
+# and either folder can run alone: both are importable from any test.
+for _folder in ("unit", "pipeline"):
+    if str(ROOT / "tests" / _folder) not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests" / _folder))
 SHARED_DATA = ROOT.parent / "shared" / "data"
 FSDD_ARCHIVE = SHARED_DATA / "fsdd" / "free-spoken-digit-dataset-1.0.10.tar.gz"
 VENV_BIN = Path(sys.executable).parent
@@ -40,6 +45,13 @@ def serve_dir():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything in tests/pipeline runs DVC itself (or servers, a browser, several processes): slow."""
+    for item in items:
+        if "pipeline" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.slow)
 
 
 def onednn_setting(which: str) -> str:

@@ -44,14 +44,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from attention_cnn.common import StageError
+from attention_cnn.common import StageError, read_json_object
 
 SPATIAL, CHANNEL, SELF_ATTENTION = "spatial", "channel", "self_attention"
 INDEX_FILE = "index.json"
@@ -486,14 +485,7 @@ def read_index(folder: Path) -> dict[str, Any]:
     """Read and check an attention folder's index.json: the keys the report uses and that every listed
     image exists and is a PNG. One-line :class:`StageError` otherwise."""
     path = Path(folder) / INDEX_FILE
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StageError(f"{path}: not found; run `dvc repro` to produce it (the evaluate stage writes it)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StageError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise StageError(f"{path}: expected a JSON object")
+    raw = read_json_object(path, "run `dvc repro` to produce it (the evaluate stage writes it)")
     absent = [k for k in ("dataset", "variant", "seed", "blocks", "fixed", "misclassified", "misclassified_total",
                           "images") if k not in raw]
     if absent:

@@ -8,7 +8,7 @@ input. Before Keras deserializes anything, :func:`load_model`
    traceback or, worse, weights loaded from damaged bytes;
 3. reads ``config.json`` with :mod:`json` (no Keras) and walks every nested object entry: each
    ``(module, class_name, registered_name)`` must be one of :data:`ALLOWED`, the classes this project's
-   registered variants save (``tests/test_safe_load.py`` builds every variant and checks the list covers
+   registered variants save (``tests/unit/test_safe_load.py`` builds every variant and checks the list covers
    them). ``Lambda`` layers, functions (``"class_name": "function"``), ``__lambda__`` code and any module
    outside Keras (``subprocess``, ``os``, ``builtins``) are refused;
 

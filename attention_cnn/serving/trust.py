@@ -10,7 +10,7 @@ runs whatever ops the graph holds, ``WriteFile`` and ``PyFunc`` included. Before
    naming it and how to restore it;
 2. parses ``saved_model.pb`` with TensorFlow's protocol buffer classes (nothing is loaded or run) and checks
    every op of every function in the library against :data:`ALLOWED_OPS`, the ops this project's exports use
-   (``tests/test_export.py`` exports every registered variant and checks the list covers them). A function
+   (``tests/pipeline/test_export.py`` exports every registered variant and checks the list covers them). A function
    attribute naming something that is not a function of the library counts as that op. The checkpoint ops
    of the saver (:data:`SAVER_OPS`) are accepted only in the functions the saver graph alone calls, never in a
    function a signature or a restored object can reach. A refused export is one line naming it and the op.

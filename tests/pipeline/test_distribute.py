@@ -19,7 +19,7 @@ from attention_cnn.common import StageError
 from attention_cnn.training.runtime import check_multi_worker, is_chief, task_name
 from conftest import config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULT = "DISTRIBUTE_RESULT "
 
 # Writes a small learnable feature folder (12x12x1, 10 classes: a bright patch whose place is the

@@ -402,7 +402,7 @@ def test_each_new_setting_is_validated_in_one_line(variant, key, value, expected
     with pytest.raises(StageError) as info:
         config({f"models.{variant}.{key}": value})
     message = str(info.value)
-    params_file = Path(__file__).resolve().parents[1] / "params.yaml"
+    params_file = Path(__file__).resolve().parents[2] / "params.yaml"
     assert "\n" not in message and message == f"{params_file}: " + expected.format(v=variant)
 
 

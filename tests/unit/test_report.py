@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 # Make `stages` importable when pytest is run as `.venv/bin/pytest` from the project root.
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 from attention_cnn.report import compare, document, figures, load, render, tables
 from stages.report import main as report_main

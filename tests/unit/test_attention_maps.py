@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 from attention_cnn.evaluation import attention_maps as am
 from attention_cnn.common import StageError

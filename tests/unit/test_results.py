@@ -2,7 +2,7 @@
 results/<recipe>/, written into docs/results.md from results/ alone; the benchmark's table in docs/speed.md.
 
 The experiments here are real git commits under refs/exps/<baseline>/<name>, laid out as DVC stores them, with
-result files in the pipeline's formats; tests/test_recipes_e2e.py makes them with DVC itself."""
+result files in the pipeline's formats; tests/pipeline/test_recipes_e2e.py makes them with DVC itself."""
 from __future__ import annotations
 
 import csv

@@ -22,7 +22,6 @@ import shutil
 import signal
 import struct
 import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -30,12 +29,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
-for path in (ROOT, TESTS):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
+ROOT = Path(__file__).resolve().parents[2]
 from stages.report import main as report_main  # noqa: E402
 from test_report import argv_for, write_tree  # noqa: E402  the small hand-made eval/train tree
 
@@ -264,7 +258,7 @@ SPLIT_TEXT = "speaker-independent (`data.speech.split: speakers`): theo held out
 
 @pytest.fixture(scope="module")
 def real_report(tmp_path_factory) -> dict[str, Path]:
-    """reports/report.html from the real report stage on the small tree of tests/test_report.py."""
+    """reports/report.html from the real report stage on the small tree of tests/unit/test_report.py."""
     root = tmp_path_factory.mktemp("browser")
     paths = write_tree(root)
     (paths["raw"] / "speech").mkdir(parents=True)

@@ -15,7 +15,7 @@ from typing import Callable
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 from attention_cnn.common import StageError
 from attention_cnn.data.download import download, safe_extract_tar

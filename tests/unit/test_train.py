@@ -12,7 +12,7 @@ from attention_cnn.features.tfrecords import FeatureSpec, ShardedWriter, assign_
 from attention_cnn.models import feature_set, settings_type
 from attention_cnn.training.train import fit
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
 
 @pytest.fixture(scope="module")

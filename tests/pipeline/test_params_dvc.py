@@ -1,6 +1,6 @@
 """Issue 18 item 3 on a real DVC project: the stage and DVC read the same numbers from params.yaml (YAML 1.2).
 
-The loader's unit tests (tests/test_config.py) cover each case fast; these two run DVC itself.
+The loader's unit tests (tests/unit/test_config.py) cover each case fast; these two run DVC itself.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import pytest
 
 from bench.run import DEFAULT_ARCHIVE, GOALS, build_result, fsdd_index, goals_met, markdown, noise_sd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEYS = ["featurize_speedup_vs_study", "input_pipeline_overhead", "stored_bytes_ratio", "epoch_time_ratio_vs_study",
         "feature_rss_growth_4x_data", "noop_repro_s", "default_repro_s"]
 ALL_MET = {"featurize_speedup_vs_study": 6.0, "input_pipeline_overhead": 1.01, "stored_bytes_ratio": 0.25,

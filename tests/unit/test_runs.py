@@ -13,7 +13,7 @@ import yaml
 from attention_cnn import runs
 from attention_cnn.common import StageError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def metrics(**changes) -> dict:

@@ -17,7 +17,7 @@ from attention_cnn.config import Params, load_config, parse_config, read_yaml
 from attention_cnn.config import params as config_params
 from attention_cnn.models.settings import VariantSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REAL = read_yaml(ROOT / "params.yaml")
 VARIANTS = "cnn, cnn_attention, cnn_cbam, cnn_mhsa, cnn_se, resnet, resnet_cbam, resnet_se"
 

@@ -77,7 +77,7 @@ def append_comment(rel: str) -> Callable[[Path], None]:
     """A harmless edit: a trailing comment changes the file's hash, which is what DVC tracks."""
     def change(root: Path) -> None:
         path = root / rel
-        path.write_text(path.read_text() + "\n# harmless edit by tests/test_incremental.py\n")
+        path.write_text(path.read_text() + "\n# harmless edit by tests/pipeline/test_incremental.py\n")
     return change
 
 

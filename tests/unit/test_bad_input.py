@@ -27,7 +27,7 @@ from attention_cnn.common import StageError, read_csv_dicts
 from attention_cnn.config import parse_config, read_yaml
 from attention_cnn.features.tfrecords import load_split
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RATE = 8000
 FREQ = 440.0
 AMP = 0.5
