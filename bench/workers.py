@@ -182,7 +182,8 @@ def storage(a: dict[str, Any]) -> dict[str, Any]:
     tf = _ours()
     from dataclasses import replace
 
-    from attention_cnn.features.tfrecords import load_split, parse_fn, read_spec, shard_paths, write_spec
+    from attention_cnn.features.tfrecords import (load_split, parse_fn, read_spec, record_checksum, shard_paths,
+                                                  write_spec)
 
     src = Path(a["features"])
     spec = read_spec(src)
@@ -201,7 +202,7 @@ def storage(a: dict[str, Any]) -> dict[str, Any]:
         # Every option is re-written, "" too, so that rewrite_s - rewrite_s[""] is the cost of compressing.
         folder = Path(a["out"]) / f"compression-{option.replace(':', '-') or 'none'}"
         folder.mkdir(parents=True, exist_ok=True)
-        cspec = replace(spec, compression=compression, shards={})
+        cspec = replace(spec, compression=compression, shards={}, checksums={})
         start = time.perf_counter()
         for split in ("train", "test"):
             names = []
@@ -215,6 +216,9 @@ def storage(a: dict[str, Any]) -> dict[str, Any]:
                 names.append(name)
             cspec.shards[split] = names
         write_s = time.perf_counter() - start
+        for names in cspec.shards.values():  # after the timing: what the readers verify, not part of writing
+            for name in names:
+                record_checksum(cspec, folder / name)
         write_spec(folder, cspec)
         nbytes = _folder_bytes(folder)
         reads = []

@@ -66,17 +66,25 @@ def onednn_setting(which: str) -> str:
     return "1" if on else "0"
 
 
-FRESH_ONEDNN_CHECK = ("from tensorflow.python.util import _pywrap_util_port\n"
-                      "print('onednn', int(_pywrap_util_port.IsMklEnabled()))\n")
+FRESH_SETTINGS_CHECK = ("from tensorflow.python.util import _pywrap_util_port\n"
+                        "from tensorflow.python.framework import config as _config\n"
+                        "print('onednn', int(_pywrap_util_port.IsMklEnabled()))\n"
+                        "print('determinism', int(_config.is_op_determinism_enabled()))\n")
 
 
 def fresh_python(code: str, args: list, cwd: Path, onednn: str) -> subprocess.CompletedProcess:
-    """Run ``code`` in a new Python with oneDNN set per :func:`onednn_setting`; assert it ran that setting."""
+    """Run ``code`` in a new Python with this process's TensorFlow runtime settings: oneDNN per
+    :func:`onednn_setting`, and op determinism on exactly when it is on here (deterministic kernels sum in
+    another order too). Asserts the new process ran with them."""
+    from tensorflow.python.framework import config
+
     setting = onednn_setting(onednn)
-    proc = subprocess.run([sys.executable, "-c", code + FRESH_ONEDNN_CHECK, *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS=setting))
+    determinism = int(config.is_op_determinism_enabled())
+    prelude = "import tensorflow as _tf\n_tf.config.experimental.enable_op_determinism()\n" if determinism else ""
+    proc = subprocess.run([sys.executable, "-c", prelude + code + FRESH_SETTINGS_CHECK, *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS=setting))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"onednn {setting}" in proc.stdout, proc.stdout[-500:]
+    assert f"onednn {setting}" in proc.stdout and f"determinism {determinism}" in proc.stdout, proc.stdout[-500:]
     return proc
 
 
@@ -145,10 +153,11 @@ def deep_update(base: dict, update: dict) -> dict:
 
 
 def config(changes: dict | None = None):
-    """This project's params.yaml with ``{dotted key: value}`` changes, validated: the typed config a stage gets."""
+    """This project's params.yaml with ``{dotted key: value}`` changes, validated (every variant's section too,
+    as the CLI check does): the typed config a stage gets."""
     from attention_cnn.config import load_config
 
-    return load_config(ROOT / "params.yaml", changes)
+    return load_config(ROOT / "params.yaml", changes, all_models=True)
 
 
 # Tiny settings: the real code path, shrunk to seconds on a 2-core CPU.

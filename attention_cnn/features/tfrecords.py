@@ -26,7 +26,6 @@ Each example has four keys:
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -36,7 +35,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from attention_cnn.common import StageError, atomic_write_json
+from attention_cnn.common import StageError, atomic_write_json, sha256_file
 
 SPEC_FILE = "spec.json"
 NUM_FOLDS = 100
@@ -247,9 +246,7 @@ class ShardedWriter:
         if self._writer is not None:
             writer, self._writer = self._writer, None
             writer.close()  # flushes: a full disk may show only here
-            name = self._names[-1]
-            path = self.folder / name
-            self.spec.checksums[name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+            record_checksum(self.spec, self.folder / self._names[-1])
 
     def _raise_write_error(self, exc: BaseException) -> None:
         """A full disk is one line naming the shard and the space needed; anything else propagates."""
@@ -281,12 +278,9 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def _sha256(path: Path, chunk_bytes: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def record_checksum(spec: FeatureSpec, path: Path) -> None:
+    """Record a finished shard's size and SHA-256 in ``spec.checksums`` (what readers verify it against)."""
+    spec.checksums[path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 # Shards this process has verified: (path, size, mtime_ns, inode) -> sha256. Evaluate reads the test split three
@@ -313,7 +307,7 @@ def verify_shards(folder: str | os.PathLike, spec: FeatureSpec, paths: Iterable[
         elif _VERIFIED.get(key) == expected.get("sha256"):
             continue
         else:
-            actual = _sha256(Path(path))
+            actual = sha256_file(Path(path))
             if actual == expected.get("sha256"):
                 _VERIFIED[key] = actual
                 continue

@@ -59,13 +59,18 @@ for split, n in (("train", 160), ("test", 40)):
 write_spec(folder, spec)
 
 # 120 training examples (80 %), 40 for validation: batches of 8 split evenly over 2 replicas.
-s = {"epochs": 3, "batch_size": 8, "shuffle_buffer": 64, "validation_fraction": 0.2, "validate_on_test": False,
-     "early_stopping": {"enabled": False}, "strategy": "default", "resume": False, "learning_rate": 0.002,
-     "model": {"filters": 4, "kernel_size": 3, "dense_units": 8, "dropout": 0.0}}
+import attention_cnn
+from attention_cnn.config import load_config
+config = load_config(Path(attention_cnn.__file__).parents[1] / "params.yaml", {
+    "train.epochs": 3, "train.batch_size": 8, "train.shuffle_buffer": 64, "train.validation_fraction": 0.2,
+    "train.validate_on_test": False, "train.early_stopping.enabled": False, "train.resume": False,
+    "train.mixed_precision": "float32", "models.cnn": {"filters": 4, "kernel_size": 3, "dense_units": 8,
+                                                       "dropout": 0.0, "learning_rate": 0.002}})
 out = {"logical_cpus": len(tf.config.list_logical_devices("CPU")), "gpus": len(tf.config.list_logical_devices("GPU"))}
 for name in ("default", "mirrored"):
     keras.utils.set_random_seed(0)
-    model, spec, rows, summary = fit(folder, "mnist", "cnn", 0, {**s, "strategy": name}, verbose=0)
+    model, spec, rows, summary, _ = fit(folder, "mnist", "cnn", 0, config.train.model_copy(update={"strategy": name}),
+                                        config.model("cnn"), verbose=0)
     out[name] = {"replicas": summary["num_replicas"], "rows": rows,
                  "weights": [w.ravel().tolist() for w in model.get_weights()]}
 auto = select_strategy("auto")

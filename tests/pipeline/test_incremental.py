@@ -54,7 +54,8 @@ class Layout:
                 if dataset in (None, d) and variant in (None, v) and v != exclude}
 
     def evaluate(self, **kw) -> set[str]:
-        return {s.replace("train@", "evaluate@") for s in self.train(**kw)}
+        """The stages that read a trained model: evaluate and export."""
+        return {s.replace("train@", f"{stage}@") for s in self.train(**kw) for stage in ("evaluate", "export")}
 
     def chain(self, dataset: str) -> set[str]:
         return ({f"featurize@{dataset}"} & self.featurize) | self.train(dataset) | self.evaluate(dataset=dataset)

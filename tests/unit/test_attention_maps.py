@@ -284,6 +284,7 @@ def write_features(folder: Path, n_test: int = 8) -> Path:
     return folder
 
 
+@pytest.mark.slow  # trains or saves TensorFlow models (make test-fast skips it)
 @pytest.mark.parametrize("variant", ["cnn_attention", "cnn"])
 def test_evaluate_stage_writes_the_attention_folder(variant, tmp_path):
     from stages import evaluate

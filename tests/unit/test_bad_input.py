@@ -516,6 +516,7 @@ def _cli(tmp_path: Path, on_bad_file: str, bad_name: str = "zz_broken.wav") -> s
                           timeout=120)
 
 
+@pytest.mark.slow  # starts the stage in a fresh Python per file (make test-fast skips it)
 @pytest.mark.parametrize("bad_name,reason", [("zz_broken.wav", "not a WAV file"),
                                              ("zz_broken.flac", "not a FLAC file")])  # no TensorFlow log noise
 def test_cli_bad_file_is_one_error_line_without_traceback(tmp_path, bad_name, reason):

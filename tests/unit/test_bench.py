@@ -80,6 +80,7 @@ def test_fsdd_index():
 
 @pytest.mark.realdata
 @pytest.mark.skipif(not DEFAULT_ARCHIVE.is_file(), reason=f"FSDD archive not found at {DEFAULT_ARCHIVE}")
+@pytest.mark.slow  # runs the benchmark in subprocesses (make test-fast skips it)
 def test_tiny_run_of_featurize_and_storage_writes_the_reports(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "bench.run", "--tiny", "--only", "featurize", "storage",

@@ -17,6 +17,7 @@ from conftest import config
 
 # ---------- MNIST ----------
 
+@pytest.mark.slow  # builds the embedded MNIST split twice (make test-fast skips it)
 def test_embedded_split_is_stratified_and_deterministic(tmp_path):
     params = config({"data.mnist.source": "embedded", "data.mnist.embedded_test_per_class": 100,
                      "data.mnist.split_seed": 0}).data.mnist

@@ -102,6 +102,7 @@ def test_fast_dropout_runs_in_bfloat16_and_under_tf_function():
     assert 0.17 < dropped < 0.23
 
 
+@pytest.mark.slow  # trains or saves TensorFlow models (make test-fast skips it)
 @pytest.mark.parametrize("onednn", ["same", "flipped"])
 def test_study_models_train_with_fast_dropout_and_save_keras_dropout(tmp_path, onednn):
     """The cnn trains with FastDropout; the saved copy has keras.layers.Dropout and loads in a Python that

@@ -23,6 +23,7 @@ def saved_entries(path: Path) -> set[tuple]:
     return {(e.get("module"), e.get("class_name"), e.get("registered_name")) for _, e in object_entries(config)}
 
 
+@pytest.mark.slow  # trains or saves TensorFlow models (make test-fast skips it)
 def test_allow_list_covers_every_registered_variant(tmp_path):
     """Every variant, in every layer-changing setting, saves only allowed classes: as the train stage saves it
     (portable) and as a checkpoint (compiled with the project's optimizer and schedule)."""

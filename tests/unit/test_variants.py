@@ -16,6 +16,8 @@ from attention_cnn.models import available
 from conftest import FLIPPED_ONEDNN_TOLERANCE, fresh_python
 from attention_cnn.models.blocks import token_pool_size
 
+pytestmark = pytest.mark.slow  # builds and trains every variant (make test-fast skips it)
+
 def build_model(variant, shape, num_classes, settings=None, sample_rate_hz=8000):
     """The registry's build_model with the rate of 8 kHz features (what spec.json gives the train stage)."""
     return registry.build_model(variant, shape, num_classes, settings, sample_rate_hz=sample_rate_hz)
