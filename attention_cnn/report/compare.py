@@ -17,7 +17,12 @@ from attention_cnn.report.load import Selection, load_predictions, predictions_p
 COMPARISON_COLUMNS = [
     "dataset", "variant", "baseline", "delta_accuracy", "ci_low", "ci_high", "mcnemar_p",
     "seeds", "n_pairs", "baseline_only_correct", "variant_only_correct",
+    # the seed as the unit (stats.seed_level_test); accuracy differences are fractions like delta_accuracy
+    "n_seeds", "seed_deltas", "seed_delta_mean", "seed_delta_sd", "seed_t_p", "seed_ci_low", "seed_ci_high",
+    "verdict_basis",
 ]
+# verdict_basis: which test a comparison's verdict rests on (stats.MIN_SEEDS seeds or more: the seed-level one)
+BASIS_SEED, BASIS_POOLED = "seed-level", "pooled"
 CURVE_COLUMNS = ["epoch", "variant", "seed", "split", "accuracy", "loss"]
 TIMING_COLUMNS = ["dataset", "variant", "train_time_s", "latency_ms_p50"]
 # Means written to metrics.json and how many decimals each keeps.
@@ -69,6 +74,11 @@ def paired_correctness(pred_a: pd.DataFrame, pred_b: pd.DataFrame, path_a: Path,
     return (a["actual"] == a["predicted"]).to_numpy(), (b["actual"] == b["predicted"]).to_numpy()
 
 
+def _fraction(x: float) -> float:
+    """Rounded to 6 decimals like the pooled columns; NaN stays NaN (an empty cell in the CSV)."""
+    return x if math.isnan(x) else round(x, 6) + 0.0  # + 0.0: no "-0.0"
+
+
 def compare_variants(eval_dir, sel: Selection, n_boot: int = N_BOOT, seed: int = BOOTSTRAP_SEED,
                      predictions: dict[tuple[str, str, int], pd.DataFrame] | None = None) -> pd.DataFrame:
     """One row per data set x (attention variant, baseline): COMPARISON_COLUMNS.
@@ -76,7 +86,9 @@ def compare_variants(eval_dir, sel: Selection, n_boot: int = N_BOOT, seed: int =
     For each seed, the variant's and the baseline's predictions of that seed are joined on ``index``; the
     per-seed paired correctness vectors are concatenated (pooled over seeds, see :mod:`attention_cnn.report.stats`)
     and give the accuracy difference (variant - baseline, a fraction), its paired bootstrap CI and the exact
-    McNemar p-value. ``predictions``: already loaded files by (dataset, variant, seed), read otherwise.
+    McNemar p-value. The same per-seed vectors, kept apart, give the seed-level test (per-seed differences,
+    paired t-test, hierarchical bootstrap CI); ``verdict_basis`` says which of the two the verdict rests on.
+    ``predictions``: already loaded files by (dataset, variant, seed), read otherwise.
     """
     cache = dict(predictions or {})
 
@@ -98,12 +110,18 @@ def compare_variants(eval_dir, sel: Selection, n_boot: int = N_BOOT, seed: int =
             correct_a, correct_b = np.concatenate(parts_a), np.concatenate(parts_b)
             delta, low, high = stats.paired_bootstrap_delta(correct_a, correct_b, n_boot=n_boot, seed=seed)
             only_base, only_variant = stats.discordant_counts(correct_a, correct_b)
+            by_seed = stats.seed_level_test(list(zip(parts_a, parts_b)), n_boot=n_boot, seed=seed)
             rows.append({
                 "dataset": d, "variant": v, "baseline": base,
                 "delta_accuracy": round(delta, 6), "ci_low": round(low, 6), "ci_high": round(high, 6),
                 "mcnemar_p": float(f"{stats.mcnemar_exact_counts(only_base, only_variant):.6g}"),
                 "seeds": " ".join(str(s) for s in seeds), "n_pairs": len(correct_a),
                 "baseline_only_correct": only_base, "variant_only_correct": only_variant,
+                "n_seeds": by_seed.seeds, "seed_deltas": " ".join(f"{_fraction(x):g}" for x in by_seed.deltas),
+                "seed_delta_mean": _fraction(by_seed.mean), "seed_delta_sd": _fraction(by_seed.sd),
+                "seed_t_p": by_seed.t_p if math.isnan(by_seed.t_p) else float(f"{by_seed.t_p:.6g}"),
+                "seed_ci_low": _fraction(by_seed.ci_low), "seed_ci_high": _fraction(by_seed.ci_high),
+                "verdict_basis": BASIS_SEED if by_seed.tested else BASIS_POOLED,
             })
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 

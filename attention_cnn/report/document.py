@@ -231,8 +231,16 @@ def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[di
             "the example pairs, fixed seed); the p-value from the exact McNemar test, a two-sided binomial "
             "test on the examples exactly one of the two models got right. A difference is called "
             f"significant when p < {alpha:g}. The pooled tests treat every (seed, example) pair as one "
-            "observation; the spread between seeds is the ± sd in the tables below. The study's "
-            "published differences come from one run per model and had no test."
+            "observation, so they count the sampling of the test examples but not the training's own "
+            "randomness (a new seed can move a model's accuracy by more than a test set's sampling does). "
+            "The seed-level test takes the seed as the unit: the per-seed differences (same seed, same test "
+            "examples), a paired t-test over them (exact two-sided p, seeds − 1 degrees of freedom) and "
+            f"a 95% interval from a hierarchical bootstrap ({n_boot:,} resamples: seeds with replacement, "
+            "then the example pairs within each drawn seed; fixed seed). "
+            f"With at least {stats.MIN_SEEDS} seeds the verdict rests on the seed-level test and the pooled "
+            f"test stands beside it; with fewer it rests on the pooled test, since the seed-level test needs "
+            f"at least {stats.MIN_SEEDS} seeds. The column ‘verdict rests on’ says which test each "
+            "verdict used. The study's published differences come from one run per model and had no test."
         ))
         blocks.append(_table(comparisons_table(comparisons, alpha),
                              "Each attention variant against its baseline without attention (reports/comparisons.csv)"))

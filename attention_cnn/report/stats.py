@@ -12,15 +12,25 @@ Several seeds: concatenate the per-seed paired vectors (seed ``s`` of A paired w
 the functions once. The delta is then the mean over seeds of the per-seed deltas (equal test sets), and the
 bootstrap and McNemar treat every (seed, example) pair as one observation: they answer "over these training
 runs, does B get more test examples right than A?". They do not model the seed-to-seed variance of training
-as a separate source of error; the report shows the per-seed spread (mean ± sd) beside them.
+as a separate source of error.
+
+* :func:`seed_level_test` does, with the seed as the unit: the per-seed accuracy differences (same seed,
+  same test examples), a paired t-test over them (exact two-sided p, ``seeds - 1`` degrees of freedom) and a
+  hierarchical bootstrap interval that resamples seeds, then examples within each drawn seed. With fewer
+  than :data:`MIN_SEEDS` seeds it gives the differences only, and verdicts rest on the pooled tests.
 """
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
 ALPHA = 0.05
+# Fewest seeds a seed-level test is run on: two differences give a t-test with one degree of freedom
+# and a bootstrap that can only draw the same two seeds.
+MIN_SEEDS = 3
 
 
 def _paired(correct_a: Any, correct_b: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -92,20 +102,121 @@ def mcnemar_exact_counts(b: int, c: int) -> float:
     return float(min(1.0, binomtest(int(b), int(b + c), 0.5, alternative="two-sided").pvalue))
 
 
-def verdict(delta: float, ci_low: float, ci_high: float, p: float, alpha: float = ALPHA) -> str:
+def verdict(delta: float, ci_low: float, ci_high: float, p: float, alpha: float = ALPHA,
+            test: str = "McNemar", interval: str = "bootstrap CI") -> str:
     """The plain-words conclusion, e.g. ``no significant difference at α = 0.05``.
 
-    Significant only when McNemar's p < alpha; the direction then comes from the delta. When the two
-    tests disagree (p < alpha but the CI contains 0, or the reverse), the sentence says so.
+    Significant only when the test's p < alpha; the direction then comes from the delta. When the test
+    and the interval disagree (p < alpha but the CI contains 0, or the reverse), the sentence says so,
+    naming them (``test``, ``interval``: McNemar and the paired bootstrap by default).
     """
     ci_excludes_zero = ci_low > 0 or ci_high < 0
     if p < alpha:
         better = "better" if delta > 0 else "worse"
         text = f"significantly {better} at \u03b1 = {alpha:g}"
         if not ci_excludes_zero:
-            text += " (McNemar), though the bootstrap CI includes 0"
+            text += f" ({test}), though the {interval} includes 0"
         return text
     text = f"no significant difference at \u03b1 = {alpha:g}"
     if ci_excludes_zero:
-        text += " (McNemar), though the bootstrap CI excludes 0"
+        text += f" ({test}), though the {interval} excludes 0"
     return text
+
+
+# --------------------------------------------------------------------------- the seed as the unit
+
+
+@dataclass(frozen=True)
+class SeedTest:
+    """:func:`seed_level_test`'s result; accuracy differences are fractions (B - A). ``sd``, ``t_p``,
+    ``ci_low`` and ``ci_high`` are NaN when there are too few seeds for them."""
+
+    deltas: tuple[float, ...]
+    mean: float
+    sd: float
+    t_p: float
+    ci_low: float
+    ci_high: float
+
+    @property
+    def seeds(self) -> int:
+        return len(self.deltas)
+
+    @property
+    def tested(self) -> bool:
+        """Whether the seed-level test was run (at least MIN_SEEDS seeds)."""
+        return self.seeds >= MIN_SEEDS
+
+
+def paired_t_p(deltas: Sequence[float]) -> float:
+    """Exact two-sided p of the paired t-test of "mean difference = 0" over ``deltas`` (one per seed):
+    t = mean / (sd / sqrt(k)) with the sample sd, Student's t with k - 1 degrees of freedom.
+
+    NaN for fewer than 2 differences. When every difference is the same (sd 0) the t statistic is
+    unbounded: 1.0 if they are all 0, else 0.0 (every seed moved the same way by the same amount).
+    """
+    d = np.asarray(deltas, dtype=np.float64)
+    k = len(d)
+    if k < 2:
+        return math.nan
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    if sd == 0 or np.allclose(d, d[0], rtol=0, atol=1e-15):
+        return 1.0 if mean == 0 else 0.0
+    from scipy.stats import t as student_t
+
+    t = mean / (sd / math.sqrt(k))
+    return float(min(1.0, 2 * student_t.sf(abs(t), k - 1)))
+
+
+def hierarchical_bootstrap(per_seed: Sequence[tuple[Any, Any]], n_boot: int = 10000, seed: int = 0,
+                           confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of the mean per-seed accuracy difference, resampling seeds, then examples.
+
+    ``per_seed``: one ``(correct_a, correct_b)`` pair of vectors per seed. Each replicate draws k seeds
+    with replacement, then, for each drawn seed, its examples with replacement (the multinomial shortcut
+    of :func:`paired_bootstrap_delta`, per seed), and averages the drawn seeds' differences. So the interval
+    widens with the seed-to-seed spread as well as with the test set's size. Deterministic for ``seed``.
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    k = len(per_seed)
+    if k == 0:
+        raise ValueError("no seeds to resample")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, k, size=(int(n_boot), k))  # which seed fills each slot of each replicate
+    slot_delta = np.empty(draws.shape, dtype=np.float64)
+    for s, (correct_a, correct_b) in enumerate(per_seed):
+        a, b = _paired(correct_a, correct_b)
+        n = len(a)
+        only_b, only_a = int(np.sum(~a & b)), int(np.sum(a & ~b))
+        where = draws == s
+        counts = rng.multinomial(n, [only_b / n, only_a / n, (n - only_b - only_a) / n], size=int(where.sum()))
+        slot_delta[where] = (counts[:, 0] - counts[:, 1]) / n
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(slot_delta.mean(axis=1), [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def seed_level_test(per_seed: Sequence[tuple[Any, Any]], n_boot: int = 10000, seed: int = 0,
+                    confidence: float = 0.95) -> SeedTest:
+    """The comparison with the seed as the unit, from one ``(correct_a, correct_b)`` pair per seed.
+
+    The per-seed differences (accuracy of B minus A on that seed's paired examples), their mean and
+    sample sd (NaN for one seed); with at least MIN_SEEDS seeds also the paired t-test's p
+    (:func:`paired_t_p`) and the hierarchical bootstrap interval (:func:`hierarchical_bootstrap`).
+    """
+    if not per_seed:
+        raise ValueError("no seeds to compare")
+    deltas = []
+    for correct_a, correct_b in per_seed:
+        a, b = _paired(correct_a, correct_b)
+        deltas.append(float(b.mean() - a.mean()))
+    k = len(deltas)
+    mean = float(np.mean(deltas))
+    sd = float(np.std(deltas, ddof=1)) if k > 1 else math.nan
+    if k < MIN_SEEDS:
+        return SeedTest(tuple(deltas), mean, sd, math.nan, math.nan, math.nan)
+    low, high = hierarchical_bootstrap(per_seed, n_boot=n_boot, seed=seed, confidence=confidence)
+    return SeedTest(tuple(deltas), mean, sd, paired_t_p(deltas), low, high)

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from attention_cnn.report import stats
-from attention_cnn.report.compare import comparison_pairs
+from attention_cnn.report.compare import BASIS_SEED, comparison_pairs
 from attention_cnn.report.load import class_order
 
 TableSpec = tuple[list[str], list[list[str]]]
@@ -145,11 +145,46 @@ def difference_lines(df: pd.DataFrame, dataset: str, variants: Sequence[str]) ->
     return lines
 
 
+def seed_based(row: Any) -> bool:
+    """Whether a comparisons row's verdict rests on the seed-level test (rows without ``verdict_basis``,
+    written before it existed, rest on the pooled one)."""
+    return getattr(row, "verdict_basis", None) == BASIS_SEED
+
+
+def row_verdict(row: Any, alpha: float = stats.ALPHA) -> str:
+    """The verdict of one comparisons row, from the test its ``verdict_basis`` names."""
+    if seed_based(row):
+        return stats.verdict(row.seed_delta_mean, row.seed_ci_low, row.seed_ci_high, row.seed_t_p, alpha,
+                             test="paired t-test over seeds", interval="hierarchical bootstrap CI")
+    return stats.verdict(row.delta_accuracy, row.ci_low, row.ci_high, row.mcnemar_p, alpha)
+
+
+def basis_words(row: Any) -> str:
+    """Which test the verdict used, in words."""
+    n = int(getattr(row, "n_seeds", 0) or len(str(row.seeds).split()))
+    if seed_based(row):
+        return f"seed-level test, {n} seeds as the unit: paired t-test and hierarchical bootstrap CI"
+    return (f"pooled test, McNemar over the (seed, example) pairs; the seed-level test needs at least "
+            f"{stats.MIN_SEEDS} seeds, this comparison has {n}")
+
+
+def pooled_text(row: Any) -> str:
+    return (f"{points(row.delta_accuracy)} points (95% CI {points(row.ci_low)} to {points(row.ci_high)}), "
+            f"McNemar {fmt_p(row.mcnemar_p)}")
+
+
 def verdict_line(row: Any, alpha: float = stats.ALPHA) -> str:
-    """``cnn_attention vs cnn on speech: +2.5 points (95% CI −1.0 to +6.0), McNemar p = 0.21: no significant
-    difference at α = 0.05``, from one comparisons row."""
-    return (f"{row.variant} vs {row.baseline} on {row.dataset}: {points(row.delta_accuracy)} points "
-            f"(95% CI {points(row.ci_low)} to {points(row.ci_high)}), McNemar {fmt_p(row.mcnemar_p)}: "
+    """One comparisons row in words: the verdict, the test it rests on, and the other test beside it, e.g.
+    ``cnn_attention vs cnn on speech: +2.5 points (95% CI −1.0 to +6.0), McNemar p = 0.21: no significant
+    difference at α = 0.05 (verdict from the pooled test ...)``."""
+    head = f"{row.variant} vs {row.baseline} on {row.dataset}: "
+    if not seed_based(row):
+        return f"{head}{pooled_text(row)}: {row_verdict(row, alpha)} (verdict from the {basis_words(row)})"
+    per_seed = ", ".join(points(float(x), 1) for x in str(row.seed_deltas).split())
+    return (f"{head}{points(row.seed_delta_mean)} points mean over {row.n_seeds} seeds (per seed {per_seed}; "
+            f"hierarchical bootstrap 95% CI {points(row.seed_ci_low)} to {points(row.seed_ci_high)}), paired "
+            f"t-test over seeds {fmt_p(row.seed_t_p)}: {row_verdict(row, alpha)} (verdict from the "
+            f"{basis_words(row)}); pooled over seeds for comparison: {pooled_text(row)}: "
             f"{stats.verdict(row.delta_accuracy, row.ci_low, row.ci_high, row.mcnemar_p, alpha)}")
 
 
@@ -177,14 +212,22 @@ def verdict_lines(comparisons: pd.DataFrame, dataset: str | None = None, alpha: 
 
 def comparisons_table(comparisons: pd.DataFrame, alpha: float = stats.ALPHA) -> TableSpec:
     header = ["data set", "variant", "baseline", "seeds", "Δ accuracy (points)", "95% CI (points)",
-              "McNemar p", "only baseline right", "only variant right", "verdict", "study's Δ (1 run)"]
+              "McNemar p", "only baseline right", "only variant right", "seed-level Δ mean ± sd (points)",
+              "seed-level 95% CI (points)", "t-test p (seeds)", "verdict", "verdict rests on",
+              "study's Δ (1 run)"]
     rows = []
     for r in comparisons.itertuples(index=False):
+        sd = "" if math.isnan(r.seed_delta_sd) else f" ± {r.seed_delta_sd * 100:.2f}"
+        tested = not math.isnan(r.seed_t_p)
         rows.append([r.dataset, f"`{r.variant}`", f"`{r.baseline}`", str(r.seeds).replace(" ", ", "),
                      points(r.delta_accuracy, 2), f"{points(r.ci_low, 2)} to {points(r.ci_high, 2)}",
                      fmt_p(r.mcnemar_p).removeprefix("p = ").removeprefix("p "), str(r.baseline_only_correct),
-                     str(r.variant_only_correct),
-                     stats.verdict(r.delta_accuracy, r.ci_low, r.ci_high, r.mcnemar_p, alpha),
+                     str(r.variant_only_correct), points(r.seed_delta_mean, 2) + sd,
+                     f"{points(r.seed_ci_low, 2)} to {points(r.seed_ci_high, 2)}" if tested
+                     else f"needs ≥ {stats.MIN_SEEDS} seeds",
+                     fmt_p(r.seed_t_p).removeprefix("p = ").removeprefix("p ") if tested else "—",
+                     row_verdict(r, alpha),
+                     "seed-level test" if seed_based(r) else "pooled test (McNemar)",
                      study_gap_text(r) or "—"])
     return header, rows
 

@@ -259,7 +259,9 @@ def test_html_is_self_contained(built):
     assert "97.00 \u00b1 1.41" in page  # mnist cnn: mean 97 %, sd of (98, 96)
     # every run predicted the same: the paired tests see no difference, and the study's gaps are beside ours
     assert ("cnn_attention vs cnn on mnist: 0.0 points (95% CI 0.0 to 0.0), McNemar p = 1.00: "
-            "no significant difference at \u03b1 = 0.05. The study published \u22120.1 points") in page
+            "no significant difference at \u03b1 = 0.05 (verdict from the pooled test, McNemar over the (seed, "
+            "example) pairs; the seed-level test needs at least 3 seeds, this comparison has 2). "
+            "The study published \u22120.1 points") in page
     assert "cnn_attention vs cnn on speech: 0.0 points" in page and "The study published +3.7 points" in page
     assert "98.00 \u00b1 1.41" in page  # mnist cnn_attention: mean 98 %, sd of (99, 97)
 
@@ -414,12 +416,13 @@ def paired_correct(variant: str) -> list[bool]:
     return [i < 36 for i in range(N_TEST)]  # resnet and resnet_se predict exactly alike
 
 
-def write_paired_tree(root: Path, datasets=("speech",), variants=PAIRED_VARIANTS, seeds=PAIRED_SEEDS):
+def write_paired_tree(root: Path, datasets=("speech",), variants=PAIRED_VARIANTS, seeds=PAIRED_SEEDS,
+                      correct_of=lambda v, s: paired_correct(v)):
     eval_dir, train_dir = root / "reports" / "eval", root / "reports" / "train"
     for d in datasets:
         for v in variants:
             for s in seeds:
-                correct = paired_correct(v)
+                correct = correct_of(v, s)
                 m = metrics_for(d, "cnn", 0)
                 m.update(variant=v, seed=s, test_accuracy=sum(correct) / N_TEST, num_test=N_TEST)
                 e = eval_dir / d / v / f"seed{s}"
@@ -471,27 +474,32 @@ def test_comparisons_csv_columns_and_values(paired):
     assert (se.baseline_only_correct, se.variant_only_correct) == (0, 0)
 
 
+POOLED_2 = (" (verdict from the pooled test, McNemar over the (seed, example) pairs; the seed-level test needs at "
+            "least 3 seeds, this comparison has 2)")
+
+
 def test_verdict_sentences_in_markdown_and_html(paired):
     from attention_cnn.report import stats
 
     base = [i < 30 for i in range(N_TEST)] * 2
     _, low, high = stats.paired_bootstrap_delta(base, paired_correct("cnn_attention") * 2)
     expected = (f"cnn_attention vs cnn on speech: +15.0 points (95% CI +{low * 100:.1f} to +{high * 100:.1f}), "
-                "McNemar p = 0.012: significantly better at \u03b1 = 0.05. The study published +3.7 points "
+                "McNemar p = 0.012: significantly better at \u03b1 = 0.05" + POOLED_2 + ". The study published +3.7 points "
                 "(one run each, no test).")
     no = ("resnet_se vs resnet on speech: 0.0 points (95% CI 0.0 to 0.0), McNemar p = 1.00: "
-          "no significant difference at \u03b1 = 0.05.")
+          "no significant difference at \u03b1 = 0.05" + POOLED_2 + ".")
     md = (paired["out"] / "report.md").read_text(encoding="utf-8")
     page = (paired["out"] / "report.html").read_text(encoding="utf-8")
     for text in (md, page):
         assert expected in text and no in text
         assert "Is the difference real? Paired tests" in text
         assert "resnet_se vs resnet on speech: 0.0 points (95% CI 0.0 to 0.0), McNemar p = 1.00: " \
-               "no significant difference at \u03b1 = 0.05. The study" not in text  # the study had no resnet
+               "no significant difference at \u03b1 = 0.05" + POOLED_2 + ". The study" not in text  # no resnet
     table = md.split("## Is the difference real? Paired tests")[1].split("\n## ")[0]
     assert "| speech | `cnn_attention` | `cnn` | 0, 1 | +15.00 |" in table
-    assert "| significantly better at \u03b1 = 0.05 | +3.7 points |" in table
-    assert "| no significant difference at \u03b1 = 0.05 | \u2014 |" in table
+    assert ("| +15.00 \u00b1 0.00 | needs \u2265 3 seeds | \u2014 | significantly better at \u03b1 = 0.05 "
+            "| pooled test (McNemar) | +3.7 points |") in table
+    assert "| no significant difference at \u03b1 = 0.05 | pooled test (McNemar) | \u2014 |" in table
     # the per-backbone difference lines no longer measure resnet_se against cnn
     assert "`resnet_se` \u2212 `resnet`: 0.00 points" in md and "`resnet_se` \u2212 `cnn`" not in md
 
@@ -563,6 +571,44 @@ def test_cli_bootstrap_options(tmp_path):
     assert "200 resamples" in md and "p < 0.01" in md
     # 1 seed: 40 pairs, b=2, c=8: p = 0.109 > 0.01
     assert "McNemar p = 0.11: no significant difference at \u03b1 = 0.01" in md
+
+
+def seed_split_correct(variant: str, seed: int) -> list[bool]:
+    """cnn: 30 of 40 on every seed. cnn_attention: +10 examples on seeds 0 and 2 (+25 points), 2 lost on seed 1
+    (−5 points): pooled 20 vs 2 discordant pairs (McNemar p < 0.001), but the per-seed gaps disagree."""
+    if variant == "cnn" or seed == 1:
+        return [i < 30 and not (variant != "cnn" and i < 2) for i in range(N_TEST)]
+    return [True] * N_TEST
+
+
+def test_three_seeds_verdict_rests_on_the_seed_level_test(tmp_path):
+    from attention_cnn.report import stats
+
+    paths = write_paired_tree(tmp_path, variants=["cnn", "cnn_attention"], seeds=[0, 1, 2],
+                              correct_of=seed_split_correct)
+    assert report_main(argv_for(paths) + ["--n-boot", "2000"]) == 0
+    df = pd.read_csv(paths["out"] / "comparisons.csv", dtype={"seeds": str, "seed_deltas": str})
+    row = df.iloc[0]
+    assert (row.n_seeds, row.seed_deltas, row.verdict_basis) == (3, "0.25 -0.05 0.25", "seed-level")
+    assert (row.baseline_only_correct, row.variant_only_correct) == (2, 20) and row.mcnemar_p < 0.001
+    assert row.seed_delta_mean == pytest.approx(0.15) and row.seed_delta_sd == pytest.approx(math.sqrt(0.03))
+    # t = 0.15 / (sd / sqrt 3) = 1.5 with 2 df: p = 1 - 1.5 / sqrt(1.5^2 + 2)
+    assert row.seed_t_p == pytest.approx(1 - 1.5 / math.sqrt(4.25), rel=1e-5)
+    per_seed = [([i < 30 for i in range(N_TEST)], seed_split_correct("cnn_attention", s)) for s in range(3)]
+    assert (row.seed_ci_low, row.seed_ci_high) == pytest.approx(
+        stats.hierarchical_bootstrap(per_seed, n_boot=2000, seed=compare.BOOTSTRAP_SEED), abs=1e-6)
+    assert row.seed_ci_low < 0 < row.seed_ci_high
+    md = (paths["out"] / "report.md").read_text(encoding="utf-8")
+    line = next(x for x in md.splitlines() if x.startswith("cnn_attention vs cnn on speech"))
+    assert line.startswith("cnn_attention vs cnn on speech: +15.0 points mean over 3 seeds (per seed +25.0, "
+                           "\u22125.0, +25.0; hierarchical bootstrap 95% CI \u2212")
+    assert ("paired t-test over seeds p = 0.27: no significant difference at \u03b1 = 0.05 (verdict from the "
+            "seed-level test, 3 seeds as the unit: paired t-test and hierarchical bootstrap CI); pooled over "
+            "seeds for comparison: +15.0 points (95% CI +") in line
+    assert "McNemar p < 0.001: significantly better at \u03b1 = 0.05. The study published +3.7 points" in line
+    table = md.split("## Is the difference real? Paired tests")[1].split("\n## ")[0]
+    assert "| +15.00 \u00b1 17.32 | \u2212" in table
+    assert "| 0.27 | no significant difference at \u03b1 = 0.05 | seed-level test | +3.7 points |" in table
 
 
 # ----------------------------------------------------------------------------- attention maps

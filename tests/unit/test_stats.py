@@ -1,6 +1,7 @@
 """attention_cnn/report/stats.py: the paired bootstrap and the exact McNemar test can say "no" as well as "yes"."""
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -27,7 +28,7 @@ def test_only_numpy_and_scipy_are_imported():
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module.split(".")[0])
-    assert imported <= {"__future__", "typing", "numpy", "scipy"}, imported
+    assert imported <= {"__future__", "dataclasses", "math", "typing", "numpy", "scipy"}, imported
 
 
 def test_bootstrap_ci_contains_the_true_delta_on_synthetic_data():
@@ -121,3 +122,114 @@ def test_verdict_words():
     assert stats.verdict(-0.1, -0.15, -0.05, 0.001) == "significantly worse at \u03b1 = 0.05"
     assert "bootstrap CI includes 0" in stats.verdict(0.02, -0.001, 0.04, 0.04)
     assert "bootstrap CI excludes 0" in stats.verdict(0.02, 0.001, 0.04, 0.06)
+
+
+# ----------------------------------------------------------------------------- the seed as the unit
+
+
+def seed_pair(n: int, only_a: int, only_b: int, both: int):
+    """Correctness vectors on n examples: ``only_a`` only A right, ``only_b`` only B right, ``both`` both right."""
+    a = np.zeros(n, bool)
+    b = np.zeros(n, bool)
+    a[:only_a] = True
+    b[only_a:only_a + only_b] = True
+    a[only_a + only_b:only_a + only_b + both] = b[only_a + only_b:only_a + only_b + both] = True
+    return a, b
+
+
+def test_known_paired_t_values():
+    # 3 seeds, differences 2, 4, 6 points: mean 4, sd 2, t = 4 / (2 / sqrt 3) = sqrt 12, df 2;
+    # Student's t with 2 df has the closed form two-sided p = 1 - |t| / sqrt(t^2 + 2) = 1 - sqrt(12 / 14)
+    assert stats.paired_t_p([0.02, 0.04, 0.06]) == pytest.approx(1 - math.sqrt(12 / 14), rel=1e-9)
+    assert stats.paired_t_p([0.02, 0.04, 0.06]) == pytest.approx(0.07418, abs=1e-5)
+    # 2 seeds, 1 and 3 points: t = 2 / (sqrt 2 / sqrt 2) = 2, df 1 (Cauchy): p = 1 - (2 / pi) atan 2
+    assert stats.paired_t_p([0.01, 0.03]) == pytest.approx(1 - 2 / math.pi * math.atan(2), rel=1e-9)
+    # sign does not matter (two-sided); matches scipy's paired test on the accuracies themselves
+    from scipy.stats import ttest_rel
+
+    acc_a, acc_b = [0.90, 0.91, 0.88, 0.93], [0.92, 0.90, 0.93, 0.95]
+    deltas = [y - x for x, y in zip(acc_a, acc_b)]
+    assert stats.paired_t_p(deltas) == pytest.approx(ttest_rel(acc_b, acc_a).pvalue, rel=1e-9)
+    assert stats.paired_t_p([-d for d in deltas]) == pytest.approx(stats.paired_t_p(deltas), rel=1e-12)
+    # degenerate cases: one seed, and every seed moved by the same amount
+    assert math.isnan(stats.paired_t_p([0.05]))
+    assert stats.paired_t_p([0.0, 0.0, 0.0]) == 1.0 and stats.paired_t_p([0.02, 0.02, 0.02]) == 0.0
+
+
+def test_pooled_mcnemar_significant_but_seeds_disagree():
+    """Three seeds, 100 test examples each: the variant gains 20 and 15 points on two seeds and loses 5 on the
+    third. Pooled, 35 of 40 discordant pairs favour it (McNemar p < 0.001); with the seed as the unit the gaps
+    have opposite signs and the t-test (p = 0.32 by hand) and the hierarchical bootstrap do not back it."""
+    per_seed = [seed_pair(100, 0, 20, 60), seed_pair(100, 5, 0, 70), seed_pair(100, 0, 15, 60)]
+    pooled_a = np.concatenate([a for a, _ in per_seed])
+    pooled_b = np.concatenate([b for _, b in per_seed])
+    assert discordant_counts(pooled_a, pooled_b) == (5, 35)
+    p_pooled = mcnemar_exact(pooled_a, pooled_b)
+    delta, low, high = paired_bootstrap_delta(pooled_a, pooled_b)
+    assert p_pooled < 0.001 and low > 0
+    assert stats.verdict(delta, low, high, p_pooled) == "significantly better at \u03b1 = 0.05"
+
+    res = stats.seed_level_test(per_seed, n_boot=4000, seed=0)
+    assert res.seeds == 3 and res.tested
+    assert res.deltas == pytest.approx((0.20, -0.05, 0.15))
+    assert res.mean == pytest.approx(0.10) and res.sd == pytest.approx(math.sqrt(0.0175))
+    t = 0.10 / (math.sqrt(0.0175) / math.sqrt(3))
+    assert res.t_p == pytest.approx(1 - t / math.sqrt(t * t + 2), rel=1e-9)
+    assert res.t_p == pytest.approx(0.3206, abs=1e-4)
+    # 1 replicate in 27 draws the losing seed three times, so the 2.5 % quantile sits near -5 points
+    assert res.ci_low < 0 < res.ci_high
+    assert stats.verdict(res.mean, res.ci_low, res.ci_high, res.t_p) == "no significant difference at \u03b1 = 0.05"
+
+
+def test_consistent_seeds_are_significant_at_the_seed_level():
+    per_seed = [seed_pair(400, 2, 30, 300), seed_pair(400, 3, 28, 300), seed_pair(400, 1, 33, 300)]
+    res = stats.seed_level_test(per_seed, n_boot=4000, seed=0)
+    assert res.t_p < 0.01 and 0 < res.ci_low < res.mean < res.ci_high
+
+
+def test_hierarchical_bootstrap_matches_resampling_seeds_then_examples():
+    """The per-seed multinomial shortcut draws from the same distribution as resampling seed ids and then
+    example indices within each drawn seed."""
+    per_seed = [correlated_pair(150, 0.7, 0.74 + 0.03 * s, seed=10 + s) for s in range(4)]
+    low, high = stats.hierarchical_bootstrap(per_seed, n_boot=20000, seed=1)
+    rng = np.random.default_rng(5)
+    reps = np.empty(20000)
+    for r in range(len(reps)):
+        total = 0.0
+        for s in rng.integers(0, 4, size=4):
+            a, b = per_seed[s]
+            idx = rng.integers(0, len(a), size=len(a))
+            total += b[idx].mean() - a[idx].mean()
+        reps[r] = total / 4
+    naive_low, naive_high = np.quantile(reps, [0.025, 0.975])
+    assert low == pytest.approx(naive_low, abs=0.006) and high == pytest.approx(naive_high, abs=0.006)
+
+
+def test_hierarchical_bootstrap_widens_with_the_seed_spread():
+    """Same pooled counts, but the per-seed gaps vary: the seed-level interval is wider than the pooled one."""
+    steady = [seed_pair(300, 10, 25, 200)] * 3
+    spread = [seed_pair(300, 10, 5, 200), seed_pair(300, 10, 25, 200), seed_pair(300, 10, 45, 200)]
+    lo_s, hi_s = stats.hierarchical_bootstrap(steady, n_boot=4000, seed=0)
+    lo_v, hi_v = stats.hierarchical_bootstrap(spread, n_boot=4000, seed=0)
+    assert hi_v - lo_v > 1.5 * (hi_s - lo_s)
+
+
+def test_seed_level_test_is_deterministic_and_needs_three_seeds():
+    per_seed = [correlated_pair(200, 0.8, 0.82, seed=s) for s in range(3)]
+    assert stats.seed_level_test(per_seed, seed=3) == stats.seed_level_test(per_seed, seed=3)
+    two = stats.seed_level_test(per_seed[:2])
+    assert not two.tested and two.seeds == 2 and not math.isnan(two.sd)
+    assert math.isnan(two.t_p) and math.isnan(two.ci_low) and math.isnan(two.ci_high)
+    one = stats.seed_level_test(per_seed[:1])
+    assert math.isnan(one.sd) and one.mean == pytest.approx(one.deltas[0])
+    with pytest.raises(ValueError, match="no seeds"):
+        stats.seed_level_test([])
+    with pytest.raises(ValueError, match="same length"):
+        stats.seed_level_test([([1, 0], [1])] * 3)
+
+
+def test_verdict_names_the_test_it_used():
+    text = stats.verdict(0.02, -0.001, 0.04, 0.04, test="paired t-test over seeds",
+                         interval="hierarchical bootstrap CI")
+    assert text == ("significantly better at \u03b1 = 0.05 (paired t-test over seeds), though the hierarchical "
+                    "bootstrap CI includes 0")
