@@ -8,10 +8,12 @@ import json
 import math
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from attention_cnn import recipes
-from attention_cnn.report.tables import fmt_count, fmt_p, fmt_stat, points
+from attention_cnn.report.stats import MIN_SEEDS
+from attention_cnn.report.tables import fmt_count, fmt_p, fmt_stat, points, row_verdict, seed_based
 
 HEADER = """# Results
 
@@ -22,8 +24,11 @@ on top of `params.yaml`) and runs with `make recipe NAME=<name>`; `python -m sta
 Precision: `train.mixed_precision: auto` (the default) trains in bfloat16 on CPUs with AVX512-BF16 or AMX and
 on GPUs of compute capability 8 or more, in float32 elsewhere, so one recipe can give different numbers on two
 machines. Each section says which precision and machine its runs used. Accuracies are test accuracies in %,
-mean ± sd (sample sd) over seeds; a comparison is the report's paired test (pooled over seeds: paired bootstrap
-95 % CI and exact McNemar p), which counts the sampling of the test examples, not the training's own randomness.
+mean ± sd (sample sd) over seeds. A comparison is the report's paired test: pooled over seeds (paired bootstrap
+95 % CI and exact McNemar p), which counts the sampling of the test examples, not the training's own randomness;
+and, where the run wrote it, the seed-level test (per-seed differences, paired t-test over seeds, hierarchical
+bootstrap 95 % CI resampling seeds, then examples). With at least 3 seeds the verdict rests on the seed-level
+test; with fewer on the pooled one (the column "verdict rests on" says which).
 """
 
 
@@ -62,12 +67,38 @@ def accuracy_table(rows: list[dict[str, str]]) -> str:
 
 
 def comparison_table(rows: list[dict[str, str]]) -> str:
-    body = [[r["dataset"], f"`{r['variant']}` vs `{r['baseline']}`", r["seeds"].replace(" ", ", "),
-             points(_num(r["delta_accuracy"]), 1),
-             f"{points(_num(r['ci_low']), 1)} to {points(_num(r['ci_high']), 1)}",
-             fmt_p(_num(r["mcnemar_p"])), r["n_pairs"]] for r in rows]
-    return table(["data set", "attention vs none", "seeds", "Δ accuracy (points)", "95 % CI (points)",
-                  "McNemar", "pairs"], body)
+    """The comparisons of one run; the seed-level columns only where its comparisons.csv has them (older files
+    have the pooled test alone)."""
+    seed_level = bool(rows) and "verdict_basis" in rows[0]
+    header = ["data set", "attention vs none", "seeds", "Δ accuracy (points)", "95 % CI (points)", "McNemar",
+              "pairs"]
+    if seed_level:
+        header += ["seed-level Δ (points, mean ± sd)", "seed-level 95 % CI (points)", "t-test over seeds",
+                   "verdict", "verdict rests on"]
+    body = []
+    for r in rows:
+        line = [r["dataset"], f"`{r['variant']}` vs `{r['baseline']}`", r["seeds"].replace(" ", ", "),
+                points(_num(r["delta_accuracy"]), 1),
+                f"{points(_num(r['ci_low']), 1)} to {points(_num(r['ci_high']), 1)}",
+                fmt_p(_num(r["mcnemar_p"])), r["n_pairs"]]
+        if seed_level:
+            line += _seed_cells(r)
+        body.append(line)
+    return table(header, body)
+
+
+def _seed_cells(r: dict[str, str]) -> list[str]:
+    """The seed-level test's cells of one comparisons.csv row, and the verdict of the test it rests on."""
+    values = {k: _num(r.get(k)) for k in ("delta_accuracy", "ci_low", "ci_high", "mcnemar_p", "seed_delta_mean",
+                                          "seed_delta_sd", "seed_t_p", "seed_ci_low", "seed_ci_high")}
+    row = SimpleNamespace(**values, verdict_basis=r["verdict_basis"])
+    sd = "" if math.isnan(values["seed_delta_sd"]) else f" ± {100 * values['seed_delta_sd']:.1f}"
+    tested = not math.isnan(values["seed_t_p"])
+    return [points(values["seed_delta_mean"], 1) + sd,
+            f"{points(values['seed_ci_low'], 1)} to {points(values['seed_ci_high'], 1)}" if tested
+            else f"needs ≥ {MIN_SEEDS} seeds",
+            fmt_p(values["seed_t_p"]) if tested else "—", row_verdict(row),
+            "seed-level test" if seed_based(row) else "pooled test (McNemar)"]
 
 
 def describe_machine(machine: Any) -> str:
