@@ -18,10 +18,13 @@ from attention_cnn.report import stats
 from attention_cnn.report.compare import COMPARISON_COLUMNS, N_BOOT, baseline_of, comparison_pairs
 from attention_cnn.report.load import AttentionRun, InputInfo, Selection
 from attention_cnn.report.tables import (STUDY_NOTE, and_list, comparison_table, comparisons_table, difference_lines,
-                                         fmt_sources, per_class_table, runs_table, study_table, verdict_lines)
+                                         fmt_sources, interval_kind, per_class_table, runs_table, study_table,
+                                         verdict_lines)
 
 TITLE = "Does attention help a small CNN?"
 SD_BAND = ", band = \u00b1 1 sd"
+# The accuracy figure's axis spans at least this many points (figures.plot_accuracy), so gaps keep their size.
+MIN_ACCURACY_SPAN_PCT = 10.0
 BASELINE_VARIANT = "cnn"
 
 # --------------------------------------------------------------------------- blocks
@@ -251,7 +254,10 @@ def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[di
     blocks += attention_section(attention or {}, sel)
 
     blocks.append(Heading(2, "Across data sets"))
-    blocks.append(Figure(figures.accuracy, "Test accuracy per variant: each dot is one seed, the horizontal line is the mean"))
+    blocks.append(Figure(figures.accuracy, (
+        f"Test accuracy per variant: the mean with its {interval_kind(n)} (bars), each seed as a small dot and "
+        "the study's published accuracy (one run) as a hollow diamond. Every panel's axis spans the same number "
+        f"of points, at least {MIN_ACCURACY_SPAN_PCT:g}, so a gap of a tenth of a point looks like one")))
     blocks.append(Figure(figures.timing, "Mean training time and single-example p50 latency per data set and variant"))
     blocks.append(Heading(2, "All runs"))
     blocks.append(_table(runs_table(df), "Every run in this report and the data source it used"))

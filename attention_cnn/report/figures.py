@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from typing import Any, Iterator, Sequence
 
 import matplotlib
@@ -17,8 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from attention_cnn.report import stats, tables  # noqa: E402
 from attention_cnn.report.compare import confusion_matrix, curves_for_dataset  # noqa: E402
-from attention_cnn.report.document import FigureSet, attention_figure_path  # noqa: E402
+from attention_cnn.report.document import MIN_ACCURACY_SPAN_PCT, FigureSet, attention_figure_path  # noqa: E402
 from attention_cnn.report.load import AttentionRun, Selection, class_order  # noqa: E402
 
 FIG_DPI = 100
@@ -87,19 +89,80 @@ def plot_timing(df: pd.DataFrame, datasets: Sequence[str], variants: Sequence[st
     return fig
 
 
+STUDY_MARKER = {"marker": "D", "s": 60, "facecolors": "none", "edgecolors": "black", "linewidths": 1.5, "zorder": 4}
+
+
+def accuracy_interval(runs: pd.DataFrame, seeds: int) -> tuple[float, float, float]:
+    """``(mean, low, high)`` test accuracy in %, of one variant's runs (columns test_accuracy, num_test): in a
+    panel of ``seeds`` seeds per variant, stats.MIN_SEEDS or more give the t-interval over seeds (the training's
+    randomness), fewer the Wilson interval on the pooled test examples (the test set's sampling only)."""
+    acc = runs["test_accuracy"].to_numpy(dtype=float)
+    if seeds >= stats.MIN_SEEDS:
+        low, high = stats.mean_t_interval(acc)
+    else:
+        n = runs["num_test"].to_numpy(dtype=int)
+        low, high = stats.wilson_interval(int(round(float((acc * n).sum()))), int(n.sum()))
+    return 100 * float(acc.mean()), 100 * max(0.0, low), 100 * min(1.0, high)  # a t-interval can pass 100 %
+
+
+def accuracy_axis(values: Sequence[float], span: float) -> tuple[float, float]:
+    """A ``span``-point window inside 0..100 centred on everything drawn (``values``, in %)."""
+    mid = (min(values) + max(values)) / 2
+    top = min(100.0, mid + span / 2)
+    bottom = max(0.0, top - span)
+    return bottom, bottom + span
+
+
+def _once(ax, label: str) -> str | None:
+    """``label`` the first time it is used on ``ax`` (one legend entry per kind of mark)."""
+    return None if label in ax.get_legend_handles_labels()[1] else label
+
+
 def plot_accuracy(df: pd.DataFrame, datasets: Sequence[str], variants: Sequence[str]):
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 4), squeeze=False)
+    """Per data set: each variant's mean test accuracy with its 95 % interval (:func:`accuracy_interval`), its
+    seeds as small dots and the study's published accuracy as a hollow diamond. Every panel spans the same
+    number of points (at least MIN_ACCURACY_SPAN_PCT), so equal gaps look equal across panels."""
     palette = dict(zip(variants, sns.color_palette(n_colors=len(variants))))
-    for ax, d in zip(axes[0], datasets):
-        sub = df[df["dataset"] == d].assign(acc_pct=lambda t: t["test_accuracy"] * 100)
-        sns.stripplot(data=sub, x="variant", y="acc_pct", hue="variant", order=list(variants),
-                      hue_order=list(variants), palette=palette, jitter=False, size=7, legend=False, ax=ax)
+    panels = []
+    for d in datasets:
+        sub = df[df["dataset"] == d]
+        study = tables.STUDY_RESULTS.get(d.lower(), {})
+        seeds = int(sub.groupby("variant").size().min()) if len(sub) else 0
+        drawn = []
         for i, v in enumerate(variants):
-            vals = sub.loc[sub["variant"] == v, "acc_pct"]
-            if len(vals):
-                ax.hlines(vals.mean(), i - 0.3, i + 0.3, colors=[palette[v]], linewidth=2.5)
-        ax.set_title(f"{d}: test accuracy")
-        ax.set_ylabel("test accuracy (%)")
+            runs = sub[sub["variant"] == v]
+            pub = study.get(v, {}).get("test_accuracy_pct")
+            if len(runs):
+                drawn.append((i, v, runs, *accuracy_interval(runs, seeds), pub))
+            elif pub is not None:
+                drawn.append((i, v, runs, float("nan"), pub, pub, pub))
+        panels.append((d, drawn, seeds))
+    extent = {}  # data set -> every value drawn in its panel (%), so the axis holds them all
+    for d, drawn, _ in panels:
+        extent[d] = [x for _, _, runs, _, low, high, pub in drawn
+                     for x in (low, high, pub, *(100 * runs["test_accuracy"])) if x is not None and not math.isnan(x)]
+    need = max((max(e) - min(e) for e in extent.values() if e), default=0.0)
+    span = min(100.0, max(MIN_ACCURACY_SPAN_PCT, float(math.ceil(need * 1.1))))
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 4.4), squeeze=False)
+    for ax, (d, drawn, seeds) in zip(axes[0], panels):
+        for i, v, runs, mean, low, high, pub in drawn:
+            if len(runs):
+                ax.scatter([i + 0.12] * len(runs), 100 * runs["test_accuracy"], s=14, color=palette[v], alpha=0.6,
+                           zorder=2, label=_once(ax, "one seed"))
+                ax.errorbar([i], [mean], yerr=[[mean - low], [high - mean]], fmt="o", color=palette[v], capsize=5,
+                            markersize=7, linewidth=2, zorder=3, label=_once(ax, "mean, 95 % interval"))
+            if pub is not None:
+                ax.scatter([i - 0.12], [pub], label=_once(ax, "study (1 run)"), **STUDY_MARKER)
+        ax.set_xticks(range(len(variants)), list(variants), rotation=20 if len(variants) > 3 else 0)
+        ax.set_xlim(-0.6, len(variants) - 0.4)
+        if drawn:
+            bottom, top = accuracy_axis(extent[d], span)
+            pad = 0.02 * span  # room for a mark at 100 % (the ticks stop at 100)
+            ax.set_ylim(bottom - pad, top + pad)
+            ax.legend(loc="best", fontsize=8, frameon=True)
+        ax.set_title(f"{d}: test accuracy\nbars: {tables.interval_kind(seeds)}", fontsize=10)
+        ax.set_ylabel(f"test accuracy (%), axis spans {span:g} points")
     fig.tight_layout()
     return fig
 

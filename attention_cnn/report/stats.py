@@ -220,3 +220,31 @@ def seed_level_test(per_seed: Sequence[tuple[Any, Any]], n_boot: int = 10000, se
         return SeedTest(tuple(deltas), mean, sd, math.nan, math.nan, math.nan)
     low, high = hierarchical_bootstrap(per_seed, n_boot=n_boot, seed=seed, confidence=confidence)
     return SeedTest(tuple(deltas), mean, sd, paired_t_p(deltas), low, high)
+
+
+# --------------------------------------------------------------------------- one model's accuracy
+
+
+def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``correct / n`` (fractions); stays inside [0, 1] and keeps a
+    sensible width at 100 % accuracy, where the normal approximation collapses to a point."""
+    if n < 1 or not 0 <= correct <= n:
+        raise ValueError(f"need 0 <= correct <= n and n >= 1, got correct={correct}, n={n}")
+    from scipy.stats import norm
+
+    z = float(norm.ppf(1 - (1 - confidence) / 2))
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of ``values`` (e.g. one accuracy per seed): mean ± t * sd / sqrt(k)."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        raise ValueError(f"a t-interval needs at least 2 values, got {len(v)}")
+    from scipy.stats import t as student_t
+
+    half = float(student_t.ppf(1 - (1 - confidence) / 2, len(v) - 1)) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return float(v.mean()) - half, float(v.mean()) + half

@@ -107,6 +107,13 @@ def fmt_sources(values: Iterable[Any]) -> str:
     return ", ".join(sorted({str(v) for v in values}))
 
 
+def interval_kind(seeds: int) -> str:
+    """What the accuracy figure's bars are, in words, for ``seeds`` seeds per variant."""
+    if seeds >= stats.MIN_SEEDS:
+        return f"95 % t-interval of the mean over {seeds} seeds"
+    return "95 % Wilson interval on the pooled test examples"
+
+
 # --------------------------------------------------------------------------- sentences
 
 

@@ -484,7 +484,8 @@ def test_verdict_sentences_in_markdown_and_html(paired):
     base = [i < 30 for i in range(N_TEST)] * 2
     _, low, high = stats.paired_bootstrap_delta(base, paired_correct("cnn_attention") * 2)
     expected = (f"cnn_attention vs cnn on speech: +15.0 points (95% CI +{low * 100:.1f} to +{high * 100:.1f}), "
-                "McNemar p = 0.012: significantly better at \u03b1 = 0.05" + POOLED_2 + ". The study published +3.7 points "
+                "McNemar p = 0.012: significantly better at \u03b1 = 0.05" + POOLED_2
+                + ". The study published +3.7 points "
                 "(one run each, no test).")
     no = ("resnet_se vs resnet on speech: 0.0 points (95% CI 0.0 to 0.0), McNemar p = 1.00: "
           "no significant difference at \u03b1 = 0.05" + POOLED_2 + ".")

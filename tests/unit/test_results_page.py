@@ -20,7 +20,8 @@ def test_an_older_comparisons_csv_renders_the_pooled_test_only():
     page = comparison_table(rows(OLD))
     assert page.splitlines()[0] == ("| data set | attention vs none | seeds | Δ accuracy (points) | 95 % CI (points) "
                                     "| McNemar | pairs |")
-    assert page.splitlines()[2] == "| mnist | `cnn_attention` vs `cnn` | 0, 1 | −0.1 | −1.0 to +0.8 | p = 1.00 | 2000 |"
+    assert page.splitlines()[2] == ("| mnist | `cnn_attention` vs `cnn` | 0, 1 | −0.1 | −1.0 to +0.8 | p = 1.00 "
+                                    "| 2000 |")
 
 
 def test_seed_level_columns_and_the_verdict_basis():

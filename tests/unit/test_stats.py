@@ -233,3 +233,19 @@ def test_verdict_names_the_test_it_used():
                          interval="hierarchical bootstrap CI")
     assert text == ("significantly better at \u03b1 = 0.05 (paired t-test over seeds), though the hierarchical "
                     "bootstrap CI includes 0")
+
+
+def test_known_wilson_and_t_intervals():
+    # 8 of 10, z = 1.959964: centre (0.8 + z^2/20) / (1 + z^2/10) = 0.7167, half-width 0.2266
+    low, high = stats.wilson_interval(8, 10)
+    assert (low, high) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    # 100 % right still has width (the normal approximation would give 1.0 to 1.0)
+    low, high = stats.wilson_interval(300, 300)
+    assert high == pytest.approx(1.0) and low == pytest.approx(300 / (300 + 1.959964 ** 2), abs=1e-6)
+    # 3 seeds at 95, 96, 97 %: mean 96, sd 1, t(0.975, 2) = 4.302653: 96 ± 2.4841 points
+    low, high = stats.mean_t_interval([0.95, 0.96, 0.97])
+    assert (low, high) == pytest.approx((0.96 - 0.024841, 0.96 + 0.024841), abs=1e-6)
+    with pytest.raises(ValueError, match="correct"):
+        stats.wilson_interval(11, 10)
+    with pytest.raises(ValueError, match="at least 2"):
+        stats.mean_t_interval([0.9])
