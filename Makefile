@@ -61,10 +61,12 @@ exp: $(STAMP)
 	$(BIN)/python -m attention_cnn.team.exp run $(ARGS)
 
 # A named recipe (recipes/<NAME>.yaml, docs/results.md) as the DVC experiment <NAME>: make recipe NAME=strong-mnist
-# [QUEUE=1: queue it, then dvc queue start] [FSDD=path/to/free-spoken-digit-dataset-1.0.10.tar.gz: a local archive].
+# [QUEUE=1: queue it, then dvc queue start] [FSDD=path/to/free-spoken-digit-dataset-1.0.10.tar.gz: a local archive]
+# [FOLD="theo george": only these folds of a recipe with folds, which runs one experiment per fold, queued].
 recipe: $(STAMP)
 	@test -n "$(NAME)" || { echo "error: name a recipe: make recipe NAME=<name> (make recipes lists them)"; exit 1; }
-	$(BIN)/python -m stages.recipe run $(NAME) $(if $(QUEUE),--queue) $(if $(FSDD),--fsdd "$(FSDD)")
+	$(BIN)/python -m stages.recipe run $(NAME) $(if $(QUEUE),--queue) $(if $(FSDD),--fsdd "$(FSDD)") \
+		$(foreach f,$(FOLD),--fold $(f))
 
 recipes: $(STAMP)
 	@$(BIN)/python -m stages.recipe list

@@ -8,18 +8,23 @@ A recipe file::
     set:                                               # dotted params.yaml keys, as `dvc exp run -S` takes them
       datasets: [speech]
       train.seeds: [0, 1, 2]
+    folds:                                             # optional: one experiment per fold, '<recipe>-<fold>'
+      theo: {data.speech.test_speakers: [theo]}        # the fold's changes on top of `set`
 
 It is checked by the same typed config as ``params.yaml`` (:func:`attention_cnn.config.parse_config`), so a
 misspelt key is one line naming the recipe file and the key. :func:`set_flags` turns it into ``dvc exp run -S``
 values (Hydra's override grammar, ``++key=value``: set the key, adding it when ``params.yaml`` lacks it, e.g.
 ``train.early_stopping.enabled``); DVC writes them into ``params.yaml`` with ruamel's round trip, so the
 experiment's ``params.yaml`` keeps every comment.
+
+A recipe with ``folds`` runs once per fold (:func:`expand`): the experiment ``<recipe>-<fold>`` with ``set`` and
+then the fold's own changes. ``set`` must validate by itself; a fold's mistake names the file and the fold.
 """
 from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +33,10 @@ from attention_cnn.config import PARAMS_FILE, Params, parse_config, read_yaml
 from attention_cnn.config.errors import did_you_mean
 
 RECIPES_DIR = Path("recipes")
-FIELDS = ("description", "shows", "time", "set")
+FIELDS = ("description", "shows", "time", "set", "folds")
 REQUIRED = ("description", "shows", "set")
 NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")   # a DVC experiment name and a file name; no '.' (see run_suffix)
+DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 HYDRA_WORDS = {"true", "false", "null", "nan", "inf"}   # unquoted, Hydra reads these as other types
 FSDD_URL_KEY = "data.speech.url"               # the one override that says where the FSDD archive is
 
@@ -43,6 +49,18 @@ class Recipe:
     shows: str
     time: str | None
     changes: dict[str, Any] = field(default_factory=dict)   # {dotted key: value}, in the file's order
+    folds: dict[str, dict[str, Any]] = field(default_factory=dict)   # fold -> its changes on top of `changes`
+    fold: str | None = None                                 # set on one fold of a folded recipe (see expand)
+
+    @property
+    def experiment(self) -> str:
+        """The DVC experiment it runs as: the recipe's name, or ``<recipe>-<fold>`` for one fold."""
+        return f"{self.name}-{self.fold}" if self.fold else self.name
+
+    @property
+    def where(self) -> str:
+        """Where a mistake is: the file, and the fold when it is one."""
+        return f"{self.path}: fold '{self.fold}'" if self.fold else str(self.path)
 
 
 def recipe_path(name: str, root: Path = Path(".")) -> Path:
@@ -60,7 +78,47 @@ def load_recipe(name: str, root: Path = Path(".")) -> Recipe:
         known = names(root)
         raise StageError(f"no recipe '{name}' ({path} not found){did_you_mean(name, known)}; "
                          f"recipes: {', '.join(known) or 'none'}")
-    return read_recipe(path)
+    recipe = read_recipe(path)
+    for fold in recipe.folds:
+        if recipe_path(f"{name}-{fold}", root).is_file():
+            raise StageError(f"{path}: fold '{fold}' runs as experiment '{name}-{fold}', the name of the recipe "
+                             f"{recipe_path(f'{name}-{fold}', root)}; rename the fold or that recipe")
+    return recipe
+
+
+def _changes(path: Path, where: str, value: Any) -> dict[str, Any]:
+    """A mapping of dotted ``params.yaml`` keys to values (None: no changes)."""
+    changes = value if value is not None else {}
+    if not isinstance(changes, dict):
+        raise StageError(f"{path}: '{where}' must be a mapping of dotted params.yaml keys to values (or empty)")
+    for key in changes:
+        if not isinstance(key, str) or not DOTTED.fullmatch(key):
+            raise StageError(f"{path}: {where}: {key!r} is not a dotted params.yaml key (like train.epochs)")
+    return dict(changes)
+
+
+def _folds(path: Path, value: Any) -> dict[str, dict[str, Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not value:
+        raise StageError(f"{path}: 'folds' must be a mapping of fold names to their changes, "
+                         f"e.g. folds: {{theo: {{data.speech.test_speakers: [theo]}}}}")
+    folds = {}
+    for fold, changes in value.items():
+        if not isinstance(fold, str) or not NAME.fullmatch(fold):
+            raise StageError(f"{path}: fold {fold!r}: a fold name is lower-case letters, digits and single dashes "
+                             f"(it ends the experiment's name)")
+        folds[fold] = _changes(path, f"folds.{fold}", changes)
+    return folds
+
+
+def expand(recipe: Recipe) -> list[Recipe]:
+    """What runs: the recipe itself, or per fold a recipe named by its experiment ``<recipe>-<fold>``
+    (``set``, then the fold's changes; a key in both takes the fold's value)."""
+    if not recipe.folds:
+        return [recipe]
+    return [replace(recipe, changes={**recipe.changes, **changes}, folds={}, fold=fold)
+            for fold, changes in recipe.folds.items()]
 
 
 def _one_line(path: Path, key: str, value: Any) -> str:
@@ -87,16 +145,10 @@ def read_recipe(path: Path) -> Recipe:
     for key in REQUIRED:
         if key not in data:
             raise StageError(f"{path}: missing field '{key}'")
-    changes = data["set"] if data["set"] is not None else {}
-    if not isinstance(changes, dict):
-        raise StageError(f"{path}: 'set' must be a mapping of dotted params.yaml keys to values (or empty)")
-    for key in changes:
-        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
-            raise StageError(f"{path}: set: {key!r} is not a dotted params.yaml key (like train.epochs)")
     return Recipe(name=name, path=path, description=_one_line(path, "description", data["description"]),
                   shows=_one_line(path, "shows", data["shows"]),
                   time=_one_line(path, "time", data["time"]) if data.get("time") is not None else None,
-                  changes=dict(changes))
+                  changes=_changes(path, "set", data["set"]), folds=_folds(path, data.get("folds")))
 
 
 def apply_changes(params: dict, changes: dict[str, Any], source: Path | str) -> dict:
@@ -119,17 +171,18 @@ def apply_changes(params: dict, changes: dict[str, Any], source: Path | str) -> 
 def recipe_config(recipe: Recipe, params: dict | None = None, fsdd: str | None = None,
                   params_path: Path | str = PARAMS_FILE) -> Params:
     """The validated config the recipe runs: ``params`` (``params.yaml`` loaded; read from ``params_path`` when
-    not given) with the recipe's changes and, for a recipe on FSDD, the archive location ``fsdd``."""
+    not given) with the recipe's changes and, for a recipe on FSDD, the archive location ``fsdd``. For a folded
+    recipe this checks ``set`` alone; :func:`expand` gives each fold's."""
     if params is None:
         params = read_yaml(params_path)
         parse_config(params, str(params_path))   # a mistake in params.yaml itself is not the recipe's
-    merged = apply_changes(params, recipe.changes, recipe.path)
-    config = parse_config(merged, str(recipe.path))
+    merged = apply_changes(params, recipe.changes, recipe.where)
+    config = parse_config(merged, recipe.where)
     if fsdd is not None:
         if not needs_fsdd(config):
-            raise StageError(f"{recipe.path}: this recipe does not use FSDD (data.speech.source is "
+            raise StageError(f"{recipe.where}: this recipe does not use FSDD (data.speech.source is "
                              f"'{config.data.speech.source}'); drop the archive location")
-        config = parse_config(apply_changes(merged, {FSDD_URL_KEY: fsdd}, recipe.path), str(recipe.path))
+        config = parse_config(apply_changes(merged, {FSDD_URL_KEY: fsdd}, recipe.where), recipe.where)
     return config
 
 
@@ -178,7 +231,7 @@ def set_flags(recipe: Recipe, fsdd: str | None = None) -> list[str]:
     changes = dict(recipe.changes)
     if fsdd is not None:
         changes[FSDD_URL_KEY] = fsdd
-    return [f"++{key}={hydra_value(value, f'{recipe.path}: {key}')}" for key, value in leaf_changes(changes)]
+    return [f"++{key}={hydra_value(value, f'{recipe.where}: {key}')}" for key, value in leaf_changes(changes)]
 
 
 def run_suffix(experiment: str) -> tuple[str, str]:

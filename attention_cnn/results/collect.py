@@ -6,6 +6,8 @@ on top of the committed one and its results are committed or up to date (``dvc s
 location (``data.speech.url``) counts as the same recipe. Copied: ``results.csv``, ``comparisons.csv`` and
 ``params.yaml`` as the run wrote them, and ``run.json``: where the results came from (experiment, commits, date)
 and per training run its precision and machine (``summary.json``'s ``mixed_precision`` and ``machine``).
+A recipe with folds keeps each fold's run, the experiment ``<recipe>-<fold>``, in ``results/<recipe>/<fold>/``
+and the per-fold summary in ``results/<recipe>/folds.csv`` (:mod:`attention_cnn.results.folds`).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from attention_cnn.common import StageError
 from attention_cnn.config import Params, parse_config
 from attention_cnn.provenance import MISSING, leaves, lookup, same_value, show
 from attention_cnn.results.experiments import Experiment, experiments, git, head, read_at
+from attention_cnn.results.folds import write_folds
 
 RESULTS_DIR = Path("results")
 RESULT_FILES = ("results.csv", "comparisons.csv")   # under reports/ in a run, copied as they are
@@ -168,7 +171,8 @@ def existing_run(out: Path) -> dict | None:
 
 def write_run(out: Path, recipe: recipes.Recipe, cand: Candidate, config: Params, runs: list[dict]) -> None:
     """results/<recipe>/ replaced as a whole (written beside it, then renamed)."""
-    record = {"recipe": recipe.name, "description": recipe.description, "experiment": cand.experiment,
+    record = {"recipe": recipe.name, "fold": recipe.fold, "description": recipe.description,
+              "experiment": cand.experiment,
               "commit": cand.commit, "experiment_commit": cand.experiment_commit, "date": cand.date,
               "uncommitted": cand.uncommitted, "requested_precision": config.train.mixed_precision,
               "datasets": list(config.datasets), "variants": list(config.variants),
@@ -191,45 +195,56 @@ def write_run(out: Path, recipe: recipes.Recipe, cand: Candidate, config: Params
         raise
 
 
+def collect_run(root: Path, exps: list[Experiment], workspace: Candidate | None, recipe: recipes.Recipe,
+                out: Path, shown: str) -> str:
+    """Refresh ``out`` from the newest finished run of ``recipe`` (one fold, for a folded recipe); one line."""
+    name = recipe.experiment
+    cands = [experiment_candidate(root, e) for e in exps if recipes.run_suffix(e.name)[0] == name]
+    cands += [workspace] if workspace else []
+    cands.sort(key=lambda c: _date(c.date), reverse=True)
+    skipped: list[str] = []
+    kept = existing_run(out)
+    for cand in cands:
+        config, why = matches(recipe, cand)
+        if config is None:
+            if cand.experiment is not None:   # the workspace is usually another recipe's: no news
+                skipped.append(f"{cand.label}: {why}")
+            continue
+        runs, why = run_records(cand, config)
+        missing = [f for f in RESULT_FILES if cand.read(f"reports/{f}") is None]
+        if runs is None or missing:
+            skipped.append(f"{cand.label}: {why or 'reports/' + missing[0] + ' missing'}")
+            continue
+        source = cand.experiment_commit or cand.commit
+        same = kept and (kept.get("experiment_commit") or kept.get("commit")) == source
+        if same and kept.get("date") == cand.date:
+            line = f"{name}: unchanged ({cand.label}, {cand.date})"
+        elif kept and _date(kept["date"]) > _date(cand.date):
+            line = f"{name}: kept {shown} ({kept['date']}), newer than {cand.label} ({cand.date})"
+        else:
+            write_run(out, recipe, cand, config, runs)
+            line = f"{name}: {shown} <- {cand.label} ({cand.date})"
+        return line + (f"; skipped newer {'; '.join(skipped)}" if skipped else "")
+    state = f"kept {shown} ({kept['date']})" if kept else "not run yet"
+    return f"{name}: {state}" + (f"; skipped {'; '.join(skipped)}" if skipped else "")
+
+
 def collect(root: Path, out_dir: Path, names: list[str] | None = None) -> list[str]:
-    """Refresh ``out_dir/<recipe>/`` for every recipe with a newer finished run; a line per recipe on what happened."""
+    """Refresh ``out_dir/<recipe>/`` for every recipe with a newer finished run; a line per recipe (and per fold)
+    on what happened."""
     exps = experiments(root)
     workspace, why_not_workspace = workspace_candidate(root)
     lines = []
     for name in names if names is not None else recipes.names(root):
         recipe = recipes.load_recipe(name, root)
-        cands = [experiment_candidate(root, e) for e in exps if recipes.run_suffix(e.name)[0] == name]
-        cands += [workspace] if workspace else []
-        cands.sort(key=lambda c: _date(c.date), reverse=True)
-        out, skipped = out_dir / name, []
-        kept = existing_run(out)
-        for cand in cands:
-            config, why = matches(recipe, cand)
-            if config is None:
-                if cand.experiment is not None:   # the workspace is usually another recipe's: no news
-                    skipped.append(f"{cand.label}: {why}")
-                continue
-            runs, why = run_records(cand, config)
-            missing = [f for f in RESULT_FILES if cand.read(f"reports/{f}") is None]
-            if runs is None or missing:
-                skipped.append(f"{cand.label}: {why or 'reports/' + missing[0] + ' missing'}")
-                continue
-            source = cand.experiment_commit or cand.commit
-            same = kept and (kept.get("experiment_commit") or kept.get("commit")) == source
-            if same and kept.get("date") == cand.date:
-                lines.append(f"{name}: unchanged ({cand.label}, {cand.date})")
-            elif kept and _date(kept["date"]) > _date(cand.date):
-                lines.append(f"{name}: kept results/{name} ({kept['date']}), newer than {cand.label} ({cand.date})")
-            else:
-                write_run(out, recipe, cand, config, runs)
-                lines.append(f"{name}: results/{name} <- {cand.label} ({cand.date})")
-            break
-        else:
-            state = f"kept results/{name} ({kept['date']})" if kept else "not run yet"
-            lines.append(f"{name}: {state}" + (f"; skipped {'; '.join(skipped)}" if skipped else ""))
+        if not recipe.folds:
+            lines.append(collect_run(root, exps, workspace, recipe, out_dir / name, f"results/{name}"))
             continue
-        if skipped:
-            lines[-1] += f"; skipped newer {'; '.join(skipped)}"
+        for run in recipes.expand(recipe):
+            lines.append(collect_run(root, exps, workspace, run, out_dir / name / run.fold,
+                                     f"results/{name}/{run.fold}"))
+        if any((out_dir / name / fold / "run.json").is_file() for fold in recipe.folds):
+            lines.append(write_folds(out_dir / name, recipe))
     if workspace is None and why_not_workspace:
         lines.append(f"workspace: not used ({why_not_workspace})")
     return lines

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from attention_cnn import recipes
+from attention_cnn.results import folds
 from attention_cnn.report.stats import MIN_SEEDS
 from attention_cnn.report.tables import fmt_count, fmt_p, fmt_stat, points, row_verdict, seed_based
 
@@ -154,17 +155,21 @@ def section(name: str, folder: Path) -> str:
 
 def render(results_dir: Path, root: Path = Path(".")) -> str:
     """The whole page: every recipe with results, then the recipes not run yet."""
-    done = sorted(p.name for p in results_dir.glob("*") if (p / "run.json").is_file())
+    done = sorted(p.name for p in results_dir.glob("*") if (p / "run.json").is_file()
+                  or (p / folds.FOLDS_CSV).is_file())
     known = recipes.names(root)
     parts = [HEADER]
     if done:
         parts.append("| recipe | what it shows | time | run on |\n|---|---|---|---|\n" + "\n".join(
             f"| [{n}](#{n}) | {_shows(root, n)} | {_time(root, n)} | {_run_date(results_dir / n)} |"
             for n in done) + "\n")
-    parts += [section(n, results_dir / n) for n in done]
+    parts += [section(n, results_dir / n) if (results_dir / n / "run.json").is_file()
+              else folds.section(n, results_dir / n, _recipe(root, n)) for n in done]
     waiting = [n for n in known if n not in done]
     if waiting:
-        parts.append("## Not run yet\n\n" + "\n".join(f"- `{n}`: `make recipe NAME={n}`" for n in waiting) + "\n")
+        parts.append("## Not run yet\n\n" + "\n".join(
+            f"- `{n}`: `make recipe NAME={n}" + (" QUEUE=1`, then `dvc queue start`" if _folded(root, n) else "`")
+            for n in waiting) + "\n")
     return "\n".join(parts)
 
 
@@ -183,5 +188,13 @@ def _time(root: Path, name: str) -> str:
     return (recipe.time or "-") if recipe else "-"
 
 
+def _folded(root: Path, name: str) -> bool:
+    recipe = _recipe(root, name)
+    return bool(recipe and recipe.folds)
+
+
 def _run_date(folder: Path) -> str:
-    return when(json.loads((folder / "run.json").read_text())["date"])[:10]
+    """The run's date; for a folded recipe the newest fold's."""
+    found = [folder / "run.json"] if (folder / "run.json").is_file() else sorted(folder.glob("*/run.json"))
+    dates = [json.loads(p.read_text())["date"] for p in found]
+    return max((when(d) for d in dates), default="-")[:10]

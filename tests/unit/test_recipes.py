@@ -32,18 +32,20 @@ def test_recipe_is_valid_and_dvc_sets_the_same_config(name, tmp_path):
 
     recipe = recipes.load_recipe(name, ROOT)
     assert recipe.description and recipe.shows and "\n" not in recipe.description
-    config = recipes.recipe_config(recipe, params_path=PARAMS)
-    fsdd = ARCHIVE if recipes.needs_fsdd(config) else None
-    if fsdd:
-        config = recipes.recipe_config(recipe, fsdd=fsdd, params_path=PARAMS)
-        assert config.data.speech.url == ARCHIVE
-    target = tmp_path / "params.yaml"
-    shutil.copy(PARAMS, target)
-    flags = recipes.set_flags(recipe, fsdd)
-    if flags:
-        apply_overrides(target, flags)
-    assert load_config(target) == config
-    assert comments(target.read_text()) == comments(PARAMS.read_text())
+    recipes.recipe_config(recipe, params_path=PARAMS)
+    for run in recipes.expand(recipe):   # the recipe, or each of its folds
+        config = recipes.recipe_config(run, params_path=PARAMS)
+        fsdd = ARCHIVE if recipes.needs_fsdd(config) else None
+        if fsdd:
+            config = recipes.recipe_config(run, fsdd=fsdd, params_path=PARAMS)
+            assert config.data.speech.url == ARCHIVE
+        target = tmp_path / "params.yaml"
+        shutil.copy(PARAMS, target)
+        flags = recipes.set_flags(run, fsdd)
+        if flags:
+            apply_overrides(target, flags)
+        assert load_config(target) == config, run.experiment
+        assert comments(target.read_text()) == comments(PARAMS.read_text())
 
 
 def write_recipe(folder: Path, name: str, text: str) -> Path:
@@ -211,3 +213,130 @@ def test_a_recipe_starts_from_the_committed_params(tmp_path):
                                          r"top of it; commit the change or restore it \(git checkout params.yaml\)"):
         start_from_committed_params(tmp_path)
     assert b"epochs: 3" in params.read_bytes()
+
+
+FOLDED = ("description: a test\nshows: nothing\nset:\n  datasets: [speech]\n  data.speech.source: fsdd\n"
+          "  data.speech.split: speakers\n  train.seeds: [0, 1]\n"
+          "folds:\n  george: {data.speech.test_speakers: [george]}\n  theo:\n    data.speech.test_speakers: [theo]\n"
+          "    train.seeds: [0]\n")
+
+
+def test_loso_holds_out_each_fsdd_speaker_with_speakers_fsdd_settings():
+    """loso-fsdd: one fold per FSDD speaker, each holding out that speaker alone, every other setting as in
+    speakers-fsdd (whose held-out speaker is theo)."""
+    from attention_cnn.data.fsdd import SPEAKERS
+
+    recipe = recipes.load_recipe("loso-fsdd", ROOT)
+    runs = recipes.expand(recipe)
+    assert [r.fold for r in runs] == list(SPEAKERS)
+    assert [r.experiment for r in runs] == [f"loso-fsdd-{s}" for s in SPEAKERS]
+    speakers = recipes.recipe_config(recipes.load_recipe("speakers-fsdd", ROOT), params_path=PARAMS).model_dump()
+    for run, speaker in zip(runs, SPEAKERS):
+        config = recipes.recipe_config(run, params_path=PARAMS).model_dump()
+        assert config["data"]["speech"]["test_speakers"] == [speaker]
+        config["data"]["speech"]["test_speakers"] = speakers["data"]["speech"]["test_speakers"]
+        assert config == speakers, speaker
+    assert recipes.NAME.fullmatch(runs[-1].experiment)
+
+
+def test_folds_expand_to_named_runs_with_the_folds_changes_last(tmp_path):
+    write_recipe(tmp_path, "folded", FOLDED)
+    recipe = recipes.load_recipe("folded", tmp_path)
+    george, theo = recipes.expand(recipe)
+    assert (george.experiment, theo.experiment, theo.name, theo.fold) == ("folded-george", "folded-theo", "folded",
+                                                                           "theo")
+    assert recipes.recipe_config(theo, params_path=PARAMS).train.seeds == [0]       # the fold's value wins
+    assert recipes.recipe_config(george, params_path=PARAMS).train.seeds == [0, 1]
+    assert recipes.set_flags(george)[-1] == "++data.speech.test_speakers=[george]"
+    assert recipes.expand(recipes.load_recipe("two", write_recipe(tmp_path, "two", GOOD).parent.parent)) == \
+        [recipes.load_recipe("two", tmp_path)]
+
+
+@pytest.mark.parametrize("fold, message", [
+    ("  theo: {data.speech.test_speaker: [theo]}\n",
+     "recipes/folded.yaml: fold 'theo': unknown key 'data.speech.test_speaker' "
+     "(did you mean 'data.speech.test_speakers'?)"),
+    ("  theo: {train.mixed_precision: float16}\n",
+     "recipes/folded.yaml: fold 'theo': train.mixed_precision must be one of auto, float32, bfloat16, got 'float16' "
+     "(did you mean 'bfloat16'?)"),
+])
+def test_a_typo_in_a_fold_is_one_line_naming_file_fold_and_key(tmp_path, fold, message):
+    write_recipe(tmp_path, "folded", FOLDED.split("folds:")[0] + "folds:\n  george: {}\n" + fold)
+    recipe = recipes.load_recipe("folded", tmp_path)
+    recipes.recipe_config(recipe, params_path=PARAMS)     # the shared settings are fine
+    with pytest.raises(StageError) as err:
+        for run in recipes.expand(recipe):
+            recipes.recipe_config(run, params_path=PARAMS)
+    text = str(err.value).replace(str(tmp_path) + os.sep, "")
+    assert text == message
+
+
+@pytest.mark.parametrize("folds, message", [
+    ("folds: [george, theo]\n", "'folds' must be a mapping of fold names to their changes"),
+    ("folds: {}\n", "'folds' must be a mapping of fold names to their changes"),
+    ("folds:\n  Theo: {}\n", "fold 'Theo': a fold name is lower-case letters, digits and single dashes"),
+    ("folds:\n  theo.2: {}\n", "fold 'theo.2': a fold name is lower-case letters"),
+    ("folds:\n  theo: [theo]\n", "'folds.theo' must be a mapping of dotted params.yaml keys"),
+    ("folds:\n  theo: {test speakers: [theo]}\n", "folds.theo: 'test speakers' is not a dotted params.yaml key"),
+    ("folds:\n  theo: {data.speech.url: \"it's\"}\n", "fold 'theo': data.speech.url: \"it's\": quotes, backslashes"),
+])
+def test_fold_fields_are_checked(tmp_path, folds, message):
+    write_recipe(tmp_path, "folded", GOOD + folds)
+    with pytest.raises(StageError) as err:
+        for run in recipes.expand(recipes.load_recipe("folded", tmp_path)):
+            recipes.set_flags(run)
+    assert str(err.value).startswith(f"{tmp_path / 'recipes' / 'folded.yaml'}: "), err.value
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_fold_may_not_take_another_recipes_name(tmp_path):
+    write_recipe(tmp_path, "folded", FOLDED)
+    write_recipe(tmp_path, "folded-theo", GOOD)
+    with pytest.raises(StageError, match=r"recipes/folded.yaml: fold 'theo' runs as experiment 'folded-theo', the "
+                                         r"name of the recipe .*recipes/folded-theo.yaml; rename"):
+        recipes.load_recipe("folded", tmp_path)
+
+
+def test_cli_folds_show_every_fold_and_run_only_queued(tmp_path):
+    shutil.copy(PARAMS, tmp_path / "params.yaml")
+    write_recipe(tmp_path, "folded", FOLDED)
+    shown = cli(["show", "folded", "--fsdd", "https://example.invalid/fsdd.tar.gz"], tmp_path)
+    lines = shown.stdout.splitlines()
+    assert [line.split(" -S ")[0] for line in lines] == ["dvc exp run -n folded-george --queue",
+                                                         "dvc exp run -n folded-theo --queue"], shown.stderr
+    assert lines[0].endswith("-S '++data.speech.test_speakers=[george]' -S ++data.speech.url="
+                             "https://example.invalid/fsdd.tar.gz")
+    assert "'++train.seeds=[0]' -S '++data.speech.test_speakers=[theo]'" in lines[1]
+    one = cli(["show", "folded", "--fold", "theo"], tmp_path)
+    assert one.stdout.startswith("dvc exp run -n folded-theo -S ") and one.stdout.count("\n") == 1
+    refused = cli(["run", "folded"], tmp_path)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr == ("error: folded: 2 folds, one experiment each, run only queued: make recipe "
+                              "NAME=folded QUEUE=1 (or --queue), then dvc queue start; or one fold in the workspace: "
+                              "--fold george (FOLD=george)\n")
+    unknown = cli(["run", "folded", "--queue", "--fold", "teo"], tmp_path)
+    assert unknown.returncode == 1 and unknown.stderr == (
+        "error: --fold teo: not a fold of recipes/folded.yaml (did you mean 'theo'?); folds: george, theo\n")
+    write_recipe(tmp_path, "two-seeds", GOOD)
+    plain = cli(["show", "two-seeds", "--fold", "theo"], tmp_path)
+    assert plain.stderr == "error: --fold theo: recipes/two-seeds.yaml has no folds; drop --fold\n"
+
+
+def test_cli_refuses_to_queue_folds_whose_experiments_exist(tmp_path):
+    """Checked for every fold before any is queued: one line with the folds to remove, or the others alone."""
+    shutil.copy(PARAMS, tmp_path / "params.yaml")
+    write_recipe(tmp_path, "folded", FOLDED)
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x.invalid", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@x.invalid")
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "base"]):
+        subprocess.run(["git", *cmd], cwd=tmp_path, check=True, env=env, capture_output=True)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    subprocess.run(["git", "update-ref", f"refs/exps/{sha[:2]}/{sha[2:]}/folded-theo", "HEAD"], cwd=tmp_path,
+                   check=True)
+    proc = cli(["run", "folded", "--queue"], tmp_path)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.endswith(
+        f"error: experiment 'folded-theo' exists for this commit ({sha[:7]}); to run again: dvc exp remove "
+        "folded-theo && python -m stages.recipe run folded --queue --fold theo, or keep both: python -m "
+        "stages.recipe run folded --queue --fold theo --suffix 2; or only the others: python -m stages.recipe run "
+        "folded --queue --fold george\n"), proc.stderr

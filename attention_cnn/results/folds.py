@@ -1,0 +1,183 @@
+"""A recipe with folds (e.g. leave-one-speaker-out): ``results/<recipe>/<fold>/`` per fold, and ``folds.csv``.
+
+``folds.csv`` has, per data set and variant, one row per fold and two summary rows:
+
+- ``fold``: the fold's test accuracy per seed, and its mean and sample sd over seeds;
+- ``mean``: the mean over folds computed per seed (one number per seed: the whole cross-validation run with that
+  seed), then the mean and sample sd of those numbers over seeds;
+- ``worst``: the fold with the lowest mean over seeds, with its own sd over seeds.
+
+The summary rows are written only when every fold of the recipe has results with the same seeds and the same
+settings apart from the folds' own keys; otherwise ``missing`` rows name the folds without results, or a
+``mismatch`` row says what differs. A mean over some of the folds is never presented as the whole.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from attention_cnn import recipes
+from attention_cnn.common import atomic_write_text
+from attention_cnn.provenance import leaves
+
+FOLDS_CSV = "folds.csv"
+COLUMNS = ("dataset", "variant", "row", "fold", "seeds", "test_accuracy_per_seed", "test_accuracy_mean",
+           "test_accuracy_sd", "note")
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))) if path.is_file() else []
+
+
+def _sd(values: list[float]) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def _row(dataset: str, variant: str, row: str, fold: str, seeds: list[int], accs: list[float],
+         note: str = "") -> dict[str, Any]:
+    return {"dataset": dataset, "variant": variant, "row": row, "fold": fold, "seeds": " ".join(map(str, seeds)),
+            "test_accuracy_per_seed": " ".join(repr(a) for a in accs),
+            "test_accuracy_mean": repr(statistics.fmean(accs)) if accs else "",
+            "test_accuracy_sd": "" if _sd(accs) is None else repr(_sd(accs)), "note": note}
+
+
+def accuracies(results: list[dict[str, str]]) -> dict[tuple[str, str], dict[int, float]]:
+    """``{(dataset, variant): {seed: test accuracy}}`` from a run's ``results.csv`` rows."""
+    out: dict[tuple[str, str], dict[int, float]] = {}
+    for r in results:
+        out.setdefault((r["dataset"], r["variant"]), {})[int(r["seed"])] = float(r["test_accuracy"])
+    return out
+
+
+def settings_difference(params: dict[str, dict | None], fold_keys: set[str]) -> str | None:
+    """The first setting two folds ran with differently, the folds' own keys and the FSDD location aside."""
+    def shared(data: dict | None) -> dict[str, Any]:
+        return {k: v for k, v in leaves("", data or {}) if k != recipes.FSDD_URL_KEY
+                and not any(k == f or k.startswith(f + ".") for f in fold_keys)}
+
+    folds = list(params)
+    first = shared(params[folds[0]])
+    for fold in folds[1:]:
+        other = shared(params[fold])
+        for key in sorted(set(first) | set(other)):
+            if first.get(key) != other.get(key):
+                return (f"{key} is {first.get(key)!r} in fold {folds[0]} and {other.get(key)!r} in fold {fold}; "
+                        f"run the folds again with one recipe")
+    return None
+
+
+def aggregate(folds: list[str], results: dict[str, list[dict[str, str]]], params: dict[str, dict | None],
+              fold_keys: set[str]) -> list[dict[str, Any]]:
+    """The rows of ``folds.csv``: ``results`` and ``params`` (loaded) for the folds that have results."""
+    done = [f for f in folds if f in results]
+    accs = {f: accuracies(results[f]) for f in done}
+    groups = list(dict.fromkeys(g for f in done for g in accs[f]))
+    missing = [f for f in folds if f not in results]
+    mismatch = settings_difference({f: params.get(f) for f in done}, fold_keys) if len(done) > 1 else None
+    rows: list[dict[str, Any]] = []
+    for dataset, variant in groups:
+        per_fold = {f: accs[f].get((dataset, variant), {}) for f in done}
+        for f in done:
+            seeds = sorted(per_fold[f])
+            rows.append(_row(dataset, variant, "fold", f, seeds, [per_fold[f][s] for s in seeds]))
+        rows += [_row(dataset, variant, "missing", f, [], [], "no finished run") for f in missing]
+        seed_sets = {tuple(sorted(per_fold[f])) for f in done}
+        if missing:
+            continue
+        if mismatch is None and len(seed_sets) > 1:
+            mismatch = "; ".join(f"fold {f} has seeds {' '.join(map(str, sorted(per_fold[f])))}" for f in done)
+        if mismatch or not seed_sets or not next(iter(seed_sets)):
+            rows.append(_row(dataset, variant, "mismatch", "", [], [], mismatch or "no seeds"))
+            continue
+        seeds = list(next(iter(seed_sets)))
+        per_seed = [statistics.fmean(per_fold[f][s] for f in done) for s in seeds]
+        rows.append(_row(dataset, variant, "mean", "", seeds, per_seed))
+        worst = min(done, key=lambda f: statistics.fmean(per_fold[f].values()))
+        rows.append(_row(dataset, variant, "worst", worst, seeds, [per_fold[worst][s] for s in seeds]))
+    return rows
+
+
+def fold_keys(recipe: recipes.Recipe) -> set[str]:
+    return {key for changes in recipe.folds.values() for key, _ in recipes.leaf_changes(changes)}
+
+
+def write_folds(out: Path, recipe: recipes.Recipe) -> str:
+    """``out/folds.csv`` from ``out/<fold>/`` (results.csv, params.yaml); a line saying what it holds."""
+    from attention_cnn.results.collect import yaml_data
+
+    results, params = {}, {}
+    for fold in recipe.folds:
+        rows = _read_csv(out / fold / "results.csv")
+        if rows and (out / fold / "run.json").is_file():
+            results[fold] = rows
+            params[fold] = yaml_data((out / fold / "params.yaml").read_bytes()) \
+                if (out / fold / "params.yaml").is_file() else None
+    rows = aggregate(list(recipe.folds), results, params, fold_keys(recipe))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / FOLDS_CSV, text.getvalue())
+    missing = [f for f in recipe.folds if f not in results]
+    state = f"missing {', '.join(missing)}" if missing else (
+        "folds ran with different settings" if any(r["row"] == "mismatch" for r in rows) else "complete")
+    return f"{recipe.name}: results/{recipe.name}/{FOLDS_CSV}: {len(results)} of {len(recipe.folds)} folds ({state})"
+
+
+def summary_row(r: dict[str, str]) -> list[str]:
+    from attention_cnn.report.tables import fmt_stat
+
+    accs = [float(a) for a in r["test_accuracy_per_seed"].split()]
+    label = {"fold": f"`{r['fold']}`", "mean": "**mean over folds**", "worst": f"**worst fold**: `{r['fold']}`"}
+    return [r["dataset"], f"`{r['variant']}`", label[r["row"]], r["seeds"].replace(" ", ", "),
+            " / ".join(f"{100 * a:.2f}" for a in accs), fmt_stat(accs, 2, scale=100)]
+
+
+def section(name: str, folder: Path, recipe: recipes.Recipe | None) -> str:
+    """The page's section of a folded recipe, from ``folder`` (``results/<recipe>/``) alone."""
+    from attention_cnn.results.page import comparison_table, describe_machine, distinct, table, when
+
+    rows = _read_csv(folder / FOLDS_CSV)
+    folds = list(dict.fromkeys(r["fold"] for r in rows if r["row"] in ("fold", "missing")))
+    records = {f: json.loads((folder / f / "run.json").read_text()) for f in folds
+               if (folder / f / "run.json").is_file()}
+    runs = [run for record in records.values() for run in record.get("runs") or []]
+    commits = distinct(list(records.values()), lambda r: f"`{r['commit'][:10]}`"
+                       + (" with uncommitted changes" if r.get("uncommitted") else ""))
+    dates = sorted(r["date"] for r in records.values())
+    requested = {str(r.get("requested_precision")) for r in records.values()}
+    description = recipe.description if recipe else next(iter(records.values()), {}).get("description", "")
+    out = [f"## {name}", "", description, "",
+           f"- Command: `make recipe NAME={name} QUEUE=1`, then `dvc queue start`: one experiment per fold, "
+           f"`{name}-<fold>`.",
+           f"- Results from {len(records)} of {len(folds)} folds' experiments, commit {commits}, "
+           + (f"{when(dates[0])} to {when(dates[-1])}." if dates else "no dates."),
+           f"- Precision: {distinct(runs, lambda r: str(r.get('mixed_precision') or 'not recorded'))} "
+           f"(`train.mixed_precision: {', '.join(sorted(requested))}`).",
+           f"- Machine: {distinct(runs, lambda r: describe_machine(r.get('machine')))}.",
+           f"- Files: `results/{name}/folds.csv` (this table), and per fold `results/{name}/<fold>/` "
+           f"(results.csv, comparisons.csv, the run's params.yaml, run.json).", "",
+           "Test accuracy in %, per fold mean ± sd over seeds. Mean over folds: per seed the mean of the folds' "
+           "accuracies, then mean ± sd of those over seeds. Worst fold: the fold with the lowest mean, ± its sd "
+           "over seeds.", ""]
+    shown = [summary_row(r) for r in rows if r["row"] in ("fold", "mean", "worst")]
+    out += [table(["data set", "variant", "fold", "seeds", "test accuracy per seed", "mean ± sd"], shown)
+            if shown else "No result rows.", ""]
+    missing = list(dict.fromkeys(r["fold"] for r in rows if r["row"] == "missing"))
+    if missing:
+        out += [f"**Incomplete: {len(missing)} of {len(folds)} folds have no results ({', '.join(missing)})**, so "
+                f"there is no mean over folds and no worst fold yet. Queue them: `python -m stages.recipe run "
+                f"{name} --queue {' '.join(f'--fold {f}' for f in missing)}`, then `dvc queue start`.", ""]
+    for note in dict.fromkeys(r["note"] for r in rows if r["row"] == "mismatch"):
+        out += [f"**No mean over folds**: {note}.", ""]
+    comparisons = []
+    for fold in records:
+        for r in _read_csv(folder / fold / "comparisons.csv"):
+            comparisons.append({**r, "dataset": f"{r['dataset']} (fold {fold})"})
+    if comparisons:
+        out += [comparison_table(comparisons), ""]
+    return "\n".join(out)
