@@ -236,7 +236,9 @@ def test_loso_holds_out_each_fsdd_speaker_with_speakers_fsdd_settings():
         assert config["data"]["speech"]["test_speakers"] == [speaker]
         config["data"]["speech"]["test_speakers"] = speakers["data"]["speech"]["test_speakers"]
         assert config == speakers, speaker
-    assert recipes.NAME.fullmatch(runs[-1].experiment)
+    for run in runs:   # DVC's rule for an experiment name (dvc.repo.experiments.utils.check_ref_format)
+        ref = f"refs/exps/ab/{'c' * 38}/{run.experiment}"
+        assert subprocess.run(["git", "check-ref-format", ref]).returncode == 0 and "/" not in run.experiment
 
 
 def test_folds_expand_to_named_runs_with_the_folds_changes_last(tmp_path):
