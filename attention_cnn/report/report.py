@@ -11,8 +11,9 @@ Reads, for every (dataset, variant, seed) named in ``params.yaml``::
 and writes into ``out_dir``::
 
     results.csv                      one row per dataset x variant x seed (+ test accuracy mean and sd over seeds)
-    comparisons.csv                  each attention variant vs its no-attention baseline: paired bootstrap CI
-                                     of the accuracy difference and exact McNemar p (see attention_cnn/report/stats.py)
+    comparisons.csv                  each attention variant vs its no-attention baseline: pooled over seeds (paired
+                                     bootstrap CI, exact McNemar p) and with the seed as the unit (paired t-test,
+                                     hierarchical bootstrap CI), and which one the verdict rests on (stats.py)
     metrics.json                     {dataset: {variant: {mean metric: value}}} for `dvc exp show`
     plots/learning_curves_{d}.csv    long format for DVC plots
     plots/timing.csv                 mean train time and p50 latency per dataset x variant
