@@ -8,7 +8,8 @@ Used by the evaluate stage (``--attention-dir``), which writes into
   the channel gates), and the image file names. Always written; a model without attention lists no
   blocks and no images.
 - ``fixed.png``: the first ``examples_per_class`` test examples of every class (test-split order, so
-  the same examples for every variant and seed), one row each: the input, then one overlay per block.
+  the same examples for every variant and seed), as a grid: each example the grayscale input, then one
+  overlay per block, examples wrapped into rows; a colour bar per kind of block on the 0..1 scale drawn.
 - ``misclassified.png``: the first ``max_misclassified`` misclassified test examples (test-split order),
   laid out the same way, so each wrong example sits beside its maps.
 
@@ -79,6 +80,8 @@ OVERLAY_ALPHA = 0.5
 # panel size (inches) by display kind: spectrograms are drawn wide (time across)
 PANEL_INCHES = {DISPLAY_IMAGE: (1.45, 1.55), DISPLAY_SPECTROGRAM: (2.3, 1.55)}
 MIN_WIDTH_INCHES = 4.2
+MAX_WIDTH_INCHES = 12.0  # examples wrap into rows of as many as fit
+COLORBAR_INCHES = 1.0    # right margin per colour bar (bar, ticks and label)
 RC = {
     "figure.dpi": DPI,
     "savefig.dpi": DPI,
@@ -337,45 +340,66 @@ def _style() -> Iterator[None]:
         yield
 
 
+def grid_shape(n: int, panels_per_example: int, panel_inches: float) -> tuple[int, int]:
+    """``(rows, examples per row)``: examples wrap into rows as wide as MAX_WIDTH_INCHES allows (at least one)."""
+    per_row = max(1, min(n, int(MAX_WIDTH_INCHES // (panels_per_example * panel_inches))))
+    return -(-n // per_row), per_row
+
+
+# Colour bar ticks per kind: the drawn 0..1 values and what they mean in the map's own units.
+COLORBAR_TICKS = {SPATIAL: ([0, 0.5, 1], ["0", "0.5", "1"]),
+                  SELF_ATTENTION: ([0, 0.5, 1], ["0", "1", "\u2265 2"]),
+                  CHANNEL: ([0, 1], ["0", "max"])}
+
+
 def render_grid(inputs: np.ndarray, block_maps: Sequence[BlockMaps], labels: Sequence[str], display: str,
                 title: str) -> bytes:
-    """A PNG: one row per example (inputs (N, H, W, C)), the input then one overlay per block.
+    """A PNG: a grid of examples (inputs (N, H, W, C)), each the input then one overlay per block, wrapped into
+    rows (:func:`grid_shape`), with one colour bar per kind of block at the right.
 
-    ``block_maps[k].maps`` hold the same N examples; each is aligned to the input
-    (:func:`align_to_input`), scaled (:func:`display_scale`) and drawn over the input with a
-    fixed colour map. ``labels``: one per row (under the input). The figure size depends only on N,
-    the number of blocks and ``display``.
+    ``block_maps[k].maps`` hold the same N examples; each is aligned to the input (:func:`align_to_input`),
+    scaled (:func:`display_scale`) and drawn over the grayscale input with one colour map on a fixed 0..1
+    scale (vmin 0, vmax 1: a spatial gate as it is). ``labels``: one per example (under its input). The figure
+    size depends only on N, the number of blocks and ``display``.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     inputs = np.asarray(inputs, dtype=np.float32)
-    n, cols = len(inputs), 1 + len(block_maps)
+    n, per_example = len(inputs), 1 + len(block_maps)
     if n == 0:
         raise ValueError("no examples to draw")
     if len(labels) != n or any(len(bm.maps) != n for bm in block_maps):
         raise ValueError("labels and maps must have one entry per example")
     pw, ph = PANEL_INCHES[display]
-    head = 0.5  # inches above the panels for the two-line title
-    width, height = max(pw * cols, MIN_WIDTH_INCHES), ph * n + head
+    rows, per_row = grid_shape(n, per_example, pw)
+    kinds = list(dict.fromkeys(bm.block.kind for bm in block_maps))
+    head, bar = 0.5, COLORBAR_INCHES * len(kinds)  # inches above for the title, at the right for the bars
+    width, height = max(pw * per_example * per_row, MIN_WIDTH_INCHES) + bar, ph * rows + head
     origin = "lower" if display == DISPLAY_SPECTROGRAM else "upper"
     aspect = "auto" if display == DISPLAY_SPECTROGRAM else "equal"
     aligned = [display_scale(bm.block.kind, align_to_input(bm.maps, inputs.shape[1:3])) for bm in block_maps]
     with _style():
-        fig, axes = plt.subplots(n, cols, figsize=(width, height), squeeze=False)
+        fig, axes = plt.subplots(rows, per_example * per_row, figsize=(width, height), squeeze=False)
         try:
+            for ax in axes.flat:
+                ax.set_axis_off()
             for i in range(n):
+                r, c0 = divmod(i, per_row)
                 base = display_input(inputs[i], display)
-                for j in range(cols):
-                    ax = axes[i][j]
+                for j in range(per_example):
+                    ax = axes[r][c0 * per_example + j]
+                    ax.set_axis_on()
                     ax.imshow(base, cmap="gray", origin=origin, aspect=aspect, interpolation="nearest")
                     ax.set_xticks([])
                     ax.set_yticks([])
                     if j == 0:
                         ax.set_xlabel(labels[i])
-                        if i == 0:
+                        if r == 0:
                             ax.set_title("input")
                         continue
                     bm = block_maps[j - 1]
@@ -386,10 +410,19 @@ def render_grid(inputs: np.ndarray, block_maps: Sequence[BlockMaps], labels: Seq
                               alpha=OVERLAY_ALPHA, origin=origin, aspect=aspect, interpolation="nearest")
                     raw = bm.maps[i]
                     ax.set_xlabel(f"{UNITS[bm.block.kind]} {float(raw.min()):.2f}\u2013{float(raw.max()):.2f}")
-                    if i == 0:
+                    if r == 0:
                         ax.set_title(f"{bm.block.name} ({bm.block.kind.replace('_', '-')})")
             fig.suptitle(title)
-            fig.tight_layout(rect=(0, 0, 1, 1 - head / height))
+            right = 1 - bar / width
+            fig.tight_layout(rect=(0, 0, right, 1 - head / height))
+            top, bottom = 1 - head / height - 0.15 / height, 0.35 / height
+            for k, kind in enumerate(kinds):
+                cax = fig.add_axes((right + (k * COLORBAR_INCHES + 0.12) / width, bottom,
+                                    0.14 / width, top - bottom))
+                cb = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), OVERLAY_CMAP), cax=cax)
+                ticks, names = COLORBAR_TICKS[kind]
+                cb.set_ticks(ticks, labels=names)
+                cb.set_label(UNITS[kind])
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=DPI, metadata=PNG_METADATA)
         finally:

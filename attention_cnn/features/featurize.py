@@ -1,6 +1,6 @@
 """featurize: precompute model inputs once into sharded TFRecords plus ``spec.json``.
 
-- speech: decode -> mono -> resample (tensorflow-io) to ``sample_rate_hz`` -> cut or
+- speech: decode -> mono -> resample (band-limited, by FFT) to ``sample_rate_hz`` -> cut or
   zero-pad at the end to ``clip_samples`` -> ``|STFT|`` (``frame_length``,
   ``frame_step``, ``fft_length``) -> (frames, fft_length // 2 + 1, 1). Defaults
   reproduce the study: 8 kHz, 12,800 samples, 320/32/512 -> 391 x 257 x 1.
@@ -51,22 +51,70 @@ def fit_length(samples: np.ndarray, clip_samples: int) -> np.ndarray:
     return np.pad(samples, (0, clip_samples - len(samples)))
 
 
+def _fast_lengths(limit: int = 2 ** 31) -> np.ndarray:
+    """Every 2**a * 3**b * 5**c up to ``limit``, sorted: FFT lengths with small factors only (about 1,400 numbers)."""
+    out, p2 = [], 1
+    while p2 <= limit:
+        p3 = p2
+        while p3 <= limit:
+            p5 = p3
+            while p5 <= limit:
+                out.append(p5)
+                p5 *= 5
+            p3 *= 3
+        p2 *= 2
+    return np.array(sorted(out), dtype=np.int64)
+
+
+FAST_LENGTHS = _fast_lengths()
+
+
 def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Resample float32 (samples,) with ``tfio.audio.resample``; a no-op when rates match."""
+    """Resample float32 (samples,) with :func:`resample_tensor`; a no-op when rates match."""
     if rate_in == rate_out:
         return samples
-    return resample_tensor(samples, rate_in, rate_out).numpy().astype(np.float32)
+    return _resample_fn()(np.asarray(samples, np.float32), np.int64(rate_in), np.int64(rate_out)).numpy()
+
+
+@functools.lru_cache(maxsize=1)
+def _resample_fn():
+    """:func:`resample_tensor` traced once for any length and rates (featurize calls it per clip, from threads)."""
+    import tensorflow as tf
+
+    return tf.function(resample_tensor, input_signature=[tf.TensorSpec([None], tf.float32),
+                                                         tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)])
 
 
 def resample_tensor(samples, rate_in, rate_out):
-    """float32 (samples,) tensor at ``rate_in`` -> at ``rate_out`` (tensorflow-io's resampler). Eager or in a graph
-    (rates may be tensors): featurize and the exported model (:mod:`attention_cnn.serving.export`) both call it."""
-    import tensorflow as tf
-    import tensorflow_io as tfio
+    """float32 (n,) tensor at ``rate_in`` -> (ceil(n * rate_out / rate_in),) at ``rate_out``.
 
-    samples = tf.convert_to_tensor(samples, tf.float32)
-    return tfio.audio.resample(samples[:, None], rate_in=tf.cast(rate_in, tf.int64),
-                               rate_out=tf.cast(rate_out, tf.int64))[:, 0]
+    Band-limited resampling in the frequency domain, as ``scipy.signal.resample`` computes it (its one-sided
+    FFT branch, unpaired Nyquist bin included): the clip is zero-padded at the end to the next length in
+    :data:`FAST_LENGTHS` (the FFT of a length with a large prime factor is many times slower), transformed,
+    cut (or zero-extended) to the new band, transformed back, and cut to the output length. The output's
+    rate is ``rate_out`` to within half a sample over the padded clip. Eager or in a graph (rates may be
+    tensors); plain TensorFlow ops, so an exported model needs no op library: featurize and the exported
+    model (:mod:`attention_cnn.serving.export`) both call it.
+    """
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(samples, tf.float32)
+    rate_in, rate_out = tf.cast(rate_in, tf.int64), tf.cast(rate_out, tf.int64)
+    n = tf.shape(x, out_type=tf.int64)[0]
+    table = tf.constant(FAST_LENGTHS)
+    at = tf.searchsorted(table, tf.reshape(n, [1]))[0]
+    n_pad = tf.where(at < len(FAST_LENGTHS), tf.gather(table, tf.minimum(at, len(FAST_LENGTHS) - 1)), n)
+    n_out = (n * rate_out + rate_in - 1) // rate_in
+    num = tf.maximum((n_pad * rate_out + rate_in // 2) // rate_in, n_out)  # samples of the padded clip, resampled
+    m = tf.minimum(num, n_pad)                                              # frequency bins both sides keep
+    spectrum = tf.signal.rfft(tf.pad(x, [[0, n_pad - n]]), tf.cast(tf.reshape(n_pad, [1]), tf.int32))
+    kept = spectrum[: m // 2 + 1]
+    unpaired = tf.where(num < n_pad, 2.0, 0.5)                              # bin m/2 of an even m
+    nyquist = tf.where(tf.logical_and(m % 2 == 0, num != n_pad), unpaired, 1.0)
+    scale = tf.concat([tf.ones(m // 2, tf.float32), tf.reshape(nyquist, [1])], 0)
+    scale *= tf.cast(num, tf.float32) / tf.cast(n_pad, tf.float32)
+    out = tf.signal.irfft(kept * tf.complex(scale, 0.0), tf.cast(tf.reshape(num, [1]), tf.int32))
+    return out[:n_out]
 
 
 def stft_magnitudes(framed, frame_length: int, fft_length: int):

@@ -15,8 +15,29 @@ def spatial_attention_gate(x, kernel_size: int = 3, name: str = "attention"):
     x: (B, H, W, C) -> (B, H, W, C); the (B, H, W, 1) gate broadcasts over channels.
     Adds ``k*k*C + 1`` parameters (289 for k=3, C=32).
     """
-    gate = layers.Conv2D(1, kernel_size, padding="same", activation="sigmoid", name=f"{name}_map")(x)
+    gate = GateConv(1, kernel_size, padding="same", activation="sigmoid", name=f"{name}_map")(x)
     return layers.Multiply(name=f"{name}_apply")([x, gate])
+
+
+@keras.saving.register_keras_serializable(package="attention_cnn", name="GateConv")
+class GateConv(layers.Conv2D):
+    """``keras.layers.Conv2D`` with one output channel, computed as a depthwise convolution and a sum over channels.
+
+    Same config, same weights (kernel ``(k, k, C, 1)``, bias ``(1,)``), same parameter count and the same
+    arithmetic: ``sum_c sum_ij x[i, j, c] w[i, j, c]``, only summed in another order (float32 rounding).
+    Why: the library kernels handle a convolution to one channel, and above all its two gradients, poorly
+    on CPUs; a depthwise convolution and a channel sum are shapes they handle well (``make bench``:
+    ``gate_cost_ratio``, docs/speed.md). Training builds this layer; :func:`portable` saves a plain
+    ``Conv2D`` with the same config and weights, so model.keras loads without this module. Other shapes
+    (several filters, strides, dilation, groups, channels_first) use Conv2D's own code.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if self.filters != 1 or self.groups != 1 or self.data_format != "channels_last" \
+                or any(s != 1 for s in self.strides) or any(d != 1 for d in self.dilation_rate):
+            return super().convolution_op(inputs, kernel)
+        per_channel = keras.ops.depthwise_conv(inputs, kernel, strides=1, padding=self.padding)  # (B, H, W, C)
+        return keras.ops.sum(per_channel, axis=-1, keepdims=True)
 
 
 @keras.saving.register_keras_serializable(package="attention_cnn", name="FastDropout")
@@ -61,14 +82,16 @@ class FastDropout(layers.Dropout):
 
 
 def portable(model):
-    """A copy of ``model`` with the same weights in which every :class:`FastDropout` is ``keras.layers.Dropout``.
+    """A copy of ``model`` with the same weights in which every :class:`FastDropout` is ``keras.layers.Dropout``
+    and every :class:`GateConv` is ``keras.layers.Conv2D``.
 
     The copy holds built-in layers only (and no optimizer), so its model.keras loads with
     ``safe_mode=True`` in a process that never imports this package.
     """
+    builtin = {FastDropout: layers.Dropout, GateConv: layers.Conv2D}
+
     def clone(layer):
-        cls = layers.Dropout if isinstance(layer, FastDropout) else layer.__class__
-        return cls.from_config(layer.get_config())
+        return builtin.get(type(layer), layer.__class__).from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())

@@ -46,11 +46,12 @@ ALLOWED: frozenset[tuple[str | None, str, str | None]] = frozenset(
         ("keras.src.ops.numpy", "Log1p", "Log1p"),                      # the logmel frontend
         ("keras.src.ops.core", "Cast", "Cast"),                         # mixed precision, as Keras 3.8 saved it
         # Training checkpoints (state.keras, compiled): the loss, the learning-rate schedule and the project's
-        # own optimizer and dropout, which resolve only through their registrations in attention_cnn.
+        # own optimizer, dropout and gate convolution, which resolve only through their registrations in attention_cnn.
         ("keras.losses", "CategoricalCrossentropy", None),
         ("keras.optimizers.schedules", "CosineDecay", None),
         ("attention_cnn.training.optimizers", "FusedAdam", "attention_cnn>FusedAdam"),
         ("attention_cnn.models.blocks", "FastDropout", "attention_cnn>FastDropout"),
+        ("attention_cnn.models.blocks", "GateConv", "attention_cnn>GateConv"),
     })
 # Keys that make Keras import or call something when they appear in an object entry.
 _SENSITIVE_KEYS = ("module", "class_name", "registered_name", "fn_module", "function")

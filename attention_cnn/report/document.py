@@ -123,9 +123,10 @@ def attention_section(attention: dict[tuple[str, str], AttentionRun], sel: Selec
     blocks: list[Block] = [Heading(2, "Attention maps"), Para(
         "What the attention blocks weight, drawn by the evaluate stage from the trained model (seed "
         f"{seed}) over the input: for the first few test examples of each class (the same examples for "
-        "every variant) and for the first test examples the model got wrong, each row an example (labelled "
-        "true class, or true \u2192 predicted class and confidence), its input, then one overlay per "
-        "attention block (colour map turbo: blue low, red high; no colour where the map does not reach). "
+        "every variant) and for the first test examples the model got wrong, as a grid: each example "
+        "(labelled true class, or true \u2192 predicted class and confidence) its grayscale input, then one "
+        "overlay per attention block (colour map turbo on a fixed 0..1 scale, blue low, red high, with a colour "
+        "bar per kind of block; no colour where the map does not reach). "
         "Spectrograms are drawn as log(1 + |STFT|), time across and frequency up. Each map's range in "
         "its own units is under it; the numbers are in "
         f"reports/eval/<data set>/<variant>/seed{seed}/attention/index.json.")]

@@ -26,7 +26,7 @@ from attention_cnn import recipes
 from attention_cnn.common import StageError
 from attention_cnn.config import Params, parse_config
 from attention_cnn.provenance import MISSING, leaves, lookup, same_value, show
-from attention_cnn.results.experiments import Experiment, experiments, git, head, read_at
+from attention_cnn.results.experiments import Experiment, experiments, git, head, read_at, yaml_data
 from attention_cnn.results.folds import write_folds
 
 RESULTS_DIR = Path("results")
@@ -46,19 +46,6 @@ class Candidate:
     uncommitted: bool
     read: Callable[[str], bytes | None]          # a file of the run by its path in the project
     baseline_params: Callable[[], bytes | None]  # params.yaml before the recipe's changes
-
-
-def yaml_data(data: bytes | None) -> dict | None:
-    """Loaded as DVC loads params (YAML 1.2, safe); None when absent or not a mapping."""
-    if data is None:
-        return None
-    from ruamel.yaml import YAML
-
-    try:
-        loaded = YAML(typ="safe").load(data.decode("utf-8"))
-    except Exception:  # noqa: BLE001 - any parse failure: not this recipe's run
-        return None
-    return loaded if isinstance(loaded, dict) else None
 
 
 def difference(expected: Params, actual: Params) -> str | None:

@@ -59,3 +59,16 @@ def read_at(root: Path, commit: str, path: str) -> bytes | None:
     """A file's bytes in a commit, or None when the commit has no such file."""
     proc = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=root, capture_output=True)
     return proc.stdout if proc.returncode == 0 else None
+
+
+def yaml_data(data: bytes | None) -> dict | None:
+    """Loaded as DVC loads params (YAML 1.2, safe); None when absent or not a mapping."""
+    if data is None:
+        return None
+    from ruamel.yaml import YAML
+
+    try:
+        loaded = YAML(typ="safe").load(data.decode("utf-8"))
+    except Exception:  # noqa: BLE001 - any parse failure: not this recipe's run
+        return None
+    return loaded if isinstance(loaded, dict) else None

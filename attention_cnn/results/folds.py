@@ -23,13 +23,14 @@ from typing import Any
 from attention_cnn import recipes
 from attention_cnn.common import atomic_write_text
 from attention_cnn.provenance import leaves
+from attention_cnn.results.experiments import yaml_data
 
 FOLDS_CSV = "folds.csv"
 COLUMNS = ("dataset", "variant", "row", "fold", "seeds", "test_accuracy_per_seed", "test_accuracy_mean",
            "test_accuracy_sd", "note")
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
+def read_csv(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))) if path.is_file() else []
 
 
@@ -107,11 +108,9 @@ def fold_keys(recipe: recipes.Recipe) -> set[str]:
 
 def write_folds(out: Path, recipe: recipes.Recipe) -> str:
     """``out/folds.csv`` from ``out/<fold>/`` (results.csv, params.yaml); a line saying what it holds."""
-    from attention_cnn.results.collect import yaml_data
-
     results, params = {}, {}
     for fold in recipe.folds:
-        rows = _read_csv(out / fold / "results.csv")
+        rows = read_csv(out / fold / "results.csv")
         if rows and (out / fold / "run.json").is_file():
             results[fold] = rows
             params[fold] = yaml_data((out / fold / "params.yaml").read_bytes()) \
@@ -126,58 +125,3 @@ def write_folds(out: Path, recipe: recipes.Recipe) -> str:
     state = f"missing {', '.join(missing)}" if missing else (
         "folds ran with different settings" if any(r["row"] == "mismatch" for r in rows) else "complete")
     return f"{recipe.name}: results/{recipe.name}/{FOLDS_CSV}: {len(results)} of {len(recipe.folds)} folds ({state})"
-
-
-def summary_row(r: dict[str, str]) -> list[str]:
-    from attention_cnn.report.tables import fmt_stat
-
-    accs = [float(a) for a in r["test_accuracy_per_seed"].split()]
-    label = {"fold": f"`{r['fold']}`", "mean": "**mean over folds**", "worst": f"**worst fold**: `{r['fold']}`"}
-    return [r["dataset"], f"`{r['variant']}`", label[r["row"]], r["seeds"].replace(" ", ", "),
-            " / ".join(f"{100 * a:.2f}" for a in accs), fmt_stat(accs, 2, scale=100)]
-
-
-def section(name: str, folder: Path, recipe: recipes.Recipe | None) -> str:
-    """The page's section of a folded recipe, from ``folder`` (``results/<recipe>/``) alone."""
-    from attention_cnn.results.page import comparison_table, describe_machine, distinct, table, when
-
-    rows = _read_csv(folder / FOLDS_CSV)
-    folds = list(dict.fromkeys(r["fold"] for r in rows if r["row"] in ("fold", "missing")))
-    records = {f: json.loads((folder / f / "run.json").read_text()) for f in folds
-               if (folder / f / "run.json").is_file()}
-    runs = [run for record in records.values() for run in record.get("runs") or []]
-    commits = distinct(list(records.values()), lambda r: f"`{r['commit'][:10]}`"
-                       + (" with uncommitted changes" if r.get("uncommitted") else ""))
-    dates = sorted(r["date"] for r in records.values())
-    requested = {str(r.get("requested_precision")) for r in records.values()}
-    description = recipe.description if recipe else next(iter(records.values()), {}).get("description", "")
-    out = [f"## {name}", "", description, "",
-           f"- Command: `make recipe NAME={name} QUEUE=1`, then `dvc queue start`: one experiment per fold, "
-           f"`{name}-<fold>`.",
-           f"- Results from {len(records)} of {len(folds)} folds' experiments, commit {commits}, "
-           + (f"{when(dates[0])} to {when(dates[-1])}." if dates else "no dates."),
-           f"- Precision: {distinct(runs, lambda r: str(r.get('mixed_precision') or 'not recorded'))} "
-           f"(`train.mixed_precision: {', '.join(sorted(requested))}`).",
-           f"- Machine: {distinct(runs, lambda r: describe_machine(r.get('machine')))}.",
-           f"- Files: `results/{name}/folds.csv` (this table), and per fold `results/{name}/<fold>/` "
-           f"(results.csv, comparisons.csv, the run's params.yaml, run.json).", "",
-           "Test accuracy in %, per fold mean ± sd over seeds. Mean over folds: per seed the mean of the folds' "
-           "accuracies, then mean ± sd of those over seeds. Worst fold: the fold with the lowest mean, ± its sd "
-           "over seeds.", ""]
-    shown = [summary_row(r) for r in rows if r["row"] in ("fold", "mean", "worst")]
-    out += [table(["data set", "variant", "fold", "seeds", "test accuracy per seed", "mean ± sd"], shown)
-            if shown else "No result rows.", ""]
-    missing = list(dict.fromkeys(r["fold"] for r in rows if r["row"] == "missing"))
-    if missing:
-        out += [f"**Incomplete: {len(missing)} of {len(folds)} folds have no results ({', '.join(missing)})**, so "
-                f"there is no mean over folds and no worst fold yet. Queue them: `python -m stages.recipe run "
-                f"{name} --queue {' '.join(f'--fold {f}' for f in missing)}`, then `dvc queue start`.", ""]
-    for note in dict.fromkeys(r["note"] for r in rows if r["row"] == "mismatch"):
-        out += [f"**No mean over folds**: {note}.", ""]
-    comparisons = []
-    for fold in records:
-        for r in _read_csv(folder / fold / "comparisons.csv"):
-            comparisons.append({**r, "dataset": f"{r['dataset']} (fold {fold})"})
-    if comparisons:
-        out += [comparison_table(comparisons), ""]
-    return "\n".join(out)

@@ -164,7 +164,7 @@ def render(results_dir: Path, root: Path = Path(".")) -> str:
             f"| [{n}](#{n}) | {_shows(root, n)} | {_time(root, n)} | {_run_date(results_dir / n)} |"
             for n in done) + "\n")
     parts += [section(n, results_dir / n) if (results_dir / n / "run.json").is_file()
-              else folds.section(n, results_dir / n, _recipe(root, n)) for n in done]
+              else folds_section(n, results_dir / n, _recipe(root, n)) for n in done]
     waiting = [n for n in known if n not in done]
     if waiting:
         parts.append("## Not run yet\n\n" + "\n".join(
@@ -198,3 +198,56 @@ def _run_date(folder: Path) -> str:
     found = [folder / "run.json"] if (folder / "run.json").is_file() else sorted(folder.glob("*/run.json"))
     dates = [json.loads(p.read_text())["date"] for p in found]
     return max((when(d) for d in dates), default="-")[:10]
+
+
+# --------------------------------------------------------------------------- folded recipes (results/<r>/folds.csv)
+
+def fold_row(r: dict[str, str]) -> list[str]:
+    accs = [float(a) for a in r["test_accuracy_per_seed"].split()]
+    label = {"fold": f"`{r['fold']}`", "mean": "**mean over folds**", "worst": f"**worst fold**: `{r['fold']}`"}
+    return [r["dataset"], f"`{r['variant']}`", label[r["row"]], r["seeds"].replace(" ", ", "),
+            " / ".join(f"{100 * a:.2f}" for a in accs), fmt_stat(accs, 2, scale=100)]
+
+
+def folds_section(name: str, folder: Path, recipe: recipes.Recipe | None) -> str:
+    """The page's section of a folded recipe, from ``folder`` (``results/<recipe>/``) alone."""
+    rows = folds.read_csv(folder / folds.FOLDS_CSV)
+    names = list(dict.fromkeys(r["fold"] for r in rows if r["row"] in ("fold", "missing")))
+    records = {f: json.loads((folder / f / "run.json").read_text()) for f in names
+               if (folder / f / "run.json").is_file()}
+    runs = [run for record in records.values() for run in record.get("runs") or []]
+    commits = distinct(list(records.values()), lambda r: f"`{r['commit'][:10]}`"
+                       + (" with uncommitted changes" if r.get("uncommitted") else ""))
+    dates = sorted(r["date"] for r in records.values())
+    requested = {str(r.get("requested_precision")) for r in records.values()}
+    description = recipe.description if recipe else next(iter(records.values()), {}).get("description", "")
+    out = [f"## {name}", "", description, "",
+           f"- Command: `make recipe NAME={name} QUEUE=1`, then `dvc queue start`: one experiment per fold, "
+           f"`{name}-<fold>`.",
+           f"- Results from {len(records)} of {len(names)} folds' experiments, commit {commits}, "
+           + (f"{when(dates[0])} to {when(dates[-1])}." if dates else "no dates."),
+           f"- Precision: {distinct(runs, lambda r: str(r.get('mixed_precision') or 'not recorded'))} "
+           f"(`train.mixed_precision: {', '.join(sorted(requested))}`).",
+           f"- Machine: {distinct(runs, lambda r: describe_machine(r.get('machine')))}.",
+           f"- Files: `results/{name}/folds.csv` (this table), and per fold `results/{name}/<fold>/` "
+           f"(results.csv, comparisons.csv, the run's params.yaml, run.json).", "",
+           "Test accuracy in %, per fold mean ± sd over seeds. Mean over folds: per seed the mean of the folds' "
+           "accuracies, then mean ± sd of those over seeds. Worst fold: the fold with the lowest mean, ± its sd "
+           "over seeds.", ""]
+    shown = [fold_row(r) for r in rows if r["row"] in ("fold", "mean", "worst")]
+    out += [table(["data set", "variant", "fold", "seeds", "test accuracy per seed", "mean ± sd"], shown)
+            if shown else "No result rows.", ""]
+    missing = list(dict.fromkeys(r["fold"] for r in rows if r["row"] == "missing"))
+    if missing:
+        out += [f"**Incomplete: {len(missing)} of {len(names)} folds have no results ({', '.join(missing)})**, so "
+                f"there is no mean over folds and no worst fold yet. Queue them: `python -m stages.recipe run "
+                f"{name} --queue {' '.join(f'--fold {f}' for f in missing)}`, then `dvc queue start`.", ""]
+    for note in dict.fromkeys(r["note"] for r in rows if r["row"] == "mismatch"):
+        out += [f"**No mean over folds**: {note}.", ""]
+    comparisons = []
+    for fold in records:
+        for r in folds.read_csv(folder / fold / "comparisons.csv"):
+            comparisons.append({**r, "dataset": f"{r['dataset']} (fold {fold})"})
+    if comparisons:
+        out += [comparison_table(comparisons), ""]
+    return "\n".join(out)

@@ -10,9 +10,8 @@ The output folder (``--out``, a DVC output) holds:
     float32 (samples,) in [-1, 1] at any rate (int64). Audio is resampled to the features' rate, cut or
     zero-padded and transformed by the functions featurize uses (:func:`~attention_cnn.features.featurize.
     resample_tensor`, :func:`~attention_cnn.features.featurize.waveform_to_input`), with the settings of the
-    features' ``spec.json``. The resampler is a tensorflow-io op: load tensorflow-io's op library before
-    the SavedModel (``tensorflow_io.python.ops.core_ops.io_audio_resample``, as predict does); TF Serving
-    needs a build with the tensorflow-io ops.
+    features' ``spec.json``. Every op is TensorFlow's own (the resampler is an FFT), so TF Serving and a
+    plain ``tf.saved_model.load`` need no op library.
   - mnist: ``serving_default(pixels)``: uint8 (B, 28, 28), white digit on black as MNIST;
     ``png(png)``: a batch of PNG files' bytes (grey, or colour converted by ``tf.io.decode_png``).
 - ``model.tflite``: the same computation where TFLite has the ops (see ``export.json``'s ``tflite``: what
@@ -256,7 +255,6 @@ def export(model_dir: Path, features_dir: Path, out: Path) -> dict[str, Any]:
                 "saved_model": SAVED_MODEL_DIR,
                 "signatures": {name: [t.name for t in sig] for name, (_, sig) in functions.items()},
                 "outputs": ["probabilities", "class_index", "class_name"],
-                "requires": ["tensorflow_io"] if spec.dataset == "speech" else [],
                 "tflite": tflite,
                 DIGESTS_KEY: file_digests(tmp, exclude=EXPORT_FILE)}  # checked before every load (trust.py)
         atomic_write_json(tmp / EXPORT_FILE, info)
@@ -284,10 +282,6 @@ def load_saved_model(folder: Path, info: dict[str, Any]):
     import tensorflow as tf
 
     check_export(folder, info, SAVED_MODEL_DIR, exclude=EXPORT_FILE)
-    if "tensorflow_io" in info.get("requires", []):
-        from tensorflow_io.python.ops import core_ops
-
-        core_ops.io_audio_resample  # noqa: B018 - loads tensorflow-io's op library (lazy), which registers the op
     try:
         return tf.saved_model.load(str(folder / SAVED_MODEL_DIR))
     except Exception as exc:  # noqa: BLE001 - a missing, partial or foreign SavedModel

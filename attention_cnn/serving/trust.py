@@ -29,17 +29,18 @@ DIGESTS_KEY = "files"          # export.json: relative path -> sha256 hex of eve
 SAVED_MODEL_PB = "saved_model.pb"
 _CHUNK_BYTES = 1 << 20
 
-# The ops of the project's exports: the featurizers (WAV and PNG decoding, tensorflow-io's resampler, the STFT),
+# The ops of the project's exports: the featurizers (WAV and PNG decoding, the FFT resampler, the STFT),
 # every registered variant at inference, the signatures' outputs and the plumbing tf.saved_model.save adds.
 ALLOWED_OPS: frozenset[str] = frozenset({
     "AddV2", "All", "ArgMax", "Assert", "AssignVariableOp", "AvgPool", "BatchMatMulV2", "BiasAdd", "Cast",
-    "ComplexAbs", "ConcatV2", "Const", "Conv2D", "Cos", "DecodePng", "DecodeWav", "Einsum", "Equal", "ExpandDims",
-    "Fill", "FloorDiv", "FloorMod", "GatherV2", "Greater", "IO>AudioResample", "Identity", "Less", "Log1p",
-    "LogicalAnd", "MatMul", "Max", "MaxPool", "Maximum", "Mean", "Mul", "Neg", "NoOp", "Pack", "Pad",
-    "PlaceholderWithDefault", "Prod", "RFFT", "Range", "ReadVariableOp", "RealDiv", "Relu", "Reshape", "Rsqrt",
-    "SelectV2", "Shape", "Sigmoid", "Softmax", "SplitV", "SquaredDifference", "Squeeze", "StatefulPartitionedCall",
-    "StatelessIf", "StatelessWhile", "StopGradient", "StridedSlice", "Sub", "TensorListFromTensor",
-    "TensorListGetItem", "TensorListReserve", "TensorListSetItem", "TensorListStack", "Tile", "Transpose", "While",
+    "Complex", "ComplexAbs", "ConcatV2", "Const", "Conv2D", "Cos", "DecodePng", "DecodeWav", "Einsum", "Equal",
+    "ExpandDims", "Fill", "FloorDiv", "FloorMod", "GatherV2", "IRFFT", "Identity", "Less", "Log1p",
+    "LogicalAnd", "LowerBound", "MatMul", "Max", "MaxPool", "Maximum", "Mean", "Minimum", "Mul", "Neg", "NoOp",
+    "NotEqual", "Pack", "Pad", "Prod", "RFFT", "Range", "ReadVariableOp", "RealDiv",
+    "Relu", "Reshape", "Rsqrt", "SelectV2", "Shape", "Sigmoid", "Softmax", "SplitV", "SquaredDifference", "Squeeze",
+    "StatefulPartitionedCall", "StatelessIf", "StatelessWhile", "StopGradient", "StridedSlice", "Sub",
+    "TensorListFromTensor", "TensorListGetItem", "TensorListReserve", "TensorListSetItem", "TensorListStack",
+    "Tile", "Transpose", "While",
 })
 
 # The saver graph's ops (its variable handles and tf.saved_model.save's _traced_save / _traced_restore): the

@@ -137,7 +137,7 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, train: Train,
     import keras
 
     from attention_cnn.models import build_model, feature_set
-    from attention_cnn.models.blocks import FastDropout  # noqa: F401 - registers the class that resumed checkpoints hold
+    from attention_cnn.models.blocks import FastDropout, GateConv  # noqa: F401 - register the classes resumed checkpoints hold
     from attention_cnn.training.optimizers import FusedAdam  # also registers the class that resumed checkpoints hold
     from attention_cnn.training.runtime import (for_replicas, keras_distribution_fixes, machine, select_strategy,
                                                 set_precision)

@@ -220,8 +220,15 @@ def test_render_grid_is_deterministic_and_sized_by_rows_and_blocks():
     other = am.render_grid(x, [am.BlockMaps(block, maps * 0.5)], labels, am.DISPLAY_IMAGE, "t")
     assert other != one and png_size(other) == png_size(one)
     w1, h1 = png_size(one)
+    # 3 examples of 2 panels fit one row; 2 examples of 5 panels (4 blocks) wrap into two rows
+    assert am.grid_shape(3, 2, am.PANEL_INCHES[am.DISPLAY_IMAGE][0]) == (1, 3)
+    assert am.grid_shape(2, 5, am.PANEL_INCHES[am.DISPLAY_IMAGE][0]) == (2, 1)
+    assert am.grid_shape(10, 2, am.PANEL_INCHES[am.DISPLAY_IMAGE][0]) == (3, 4)
     w2, h2 = png_size(am.render_grid(x[:2], [am.BlockMaps(block, maps[:2])] * 4, labels[:2], am.DISPLAY_IMAGE, "t"))
-    assert w2 > w1 and h2 < h1
+    assert h2 > h1
+    w3, h3 = png_size(am.render_grid(inputs(8), [am.BlockMaps(block, np.resize(maps, (8, 10, 10)))],
+                                     [f"#{i}" for i in range(8)], am.DISPLAY_IMAGE, "t"))
+    assert w3 > w1 and h3 > h1 and h3 < 8 / 3 * h1  # 8 examples: a 2 x 4 grid, not a column of 8
     spec = am.render_grid(inputs(1, (40, 20, 1)), [am.BlockMaps(block, maps[:1])], labels[:1],
                           am.DISPLAY_SPECTROGRAM, "t")
     assert png_size(spec)[0] > 0

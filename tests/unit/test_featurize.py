@@ -32,15 +32,53 @@ def test_fit_length_cuts_and_zero_pads_at_the_end():
     assert len(padded) == 13 and padded[:10].tolist() == x.tolist() and not padded[10:].any()
 
 
-def test_resample_with_tensorflow_io_keeps_duration_and_pitch():
+def test_resample_keeps_duration_and_pitch():
     rate_in, rate_out = 22050, 8000
     t = np.arange(rate_in) / rate_in  # 1 s of 440 Hz
     out = featurize.resample(np.sin(2 * np.pi * 440 * t).astype(np.float32), rate_in, rate_out)
-    assert abs(len(out) - rate_out) <= 2
+    assert len(out) == rate_out and out.dtype == np.float32
     spectrum = np.abs(np.fft.rfft(out))
-    assert abs(np.argmax(spectrum) * rate_out / len(out) - 440) < 5
+    assert abs(np.argmax(spectrum) * rate_out / len(out) - 440) < 1.5
     same = np.ones(5, np.float32)
     assert featurize.resample(same, 8000, 8000) is same
+
+
+@pytest.mark.parametrize("n,rate_in,rate_out", [(66150, 44100, 8000), (66137, 44100, 8000), (10342, 22050, 8000),
+                                                (4001, 8000, 16000), (999, 48000, 8000), (7, 44100, 8000)])
+def test_resample_is_scipy_signal_resample_of_the_padded_clip(n, rate_in, rate_out):
+    """The FFT method of scipy.signal.resample (unpaired Nyquist bin included) on the clip zero-padded to a
+    fast FFT length; output length ceil(n * rate_out / rate_in), odd and prime lengths and upsampling too."""
+    from scipy.signal import resample as scipy_resample
+
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    out = featurize.resample(x, rate_in, rate_out)
+    n_out = -(-n * rate_out // rate_in)
+    n_pad = int(featurize.FAST_LENGTHS[np.searchsorted(featurize.FAST_LENGTHS, n)])
+    assert len(out) == n_out and n_pad >= n and set(np.unique(sympy_free_factors(n_pad))) <= {2, 3, 5}
+    num = max((n_pad * rate_out + rate_in // 2) // rate_in, n_out)
+    expected = scipy_resample(np.pad(x.astype(np.float64), (0, n_pad - n)), num)[:n_out]
+    np.testing.assert_allclose(out, expected, atol=2e-6)
+
+
+def sympy_free_factors(n: int) -> list[int]:
+    """Prime factors of n (trial division; n is small)."""
+    out, p = [], 2
+    while n > 1:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1
+    return out
+
+
+def test_resample_runs_in_a_graph_with_rates_as_tensors():
+    import tensorflow as tf
+
+    x = np.random.default_rng(3).standard_normal(3000).astype(np.float32)
+    graph = tf.function(featurize.resample_tensor, input_signature=[
+        tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)])
+    np.testing.assert_array_equal(graph(x, tf.constant(16000, tf.int64), tf.constant(8000, tf.int64)).numpy(),
+                                  featurize.resample(x, 16000, 8000))
 
 
 @pytest.mark.parametrize("key,value,match", [

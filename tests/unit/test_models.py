@@ -102,6 +102,58 @@ def test_fast_dropout_runs_in_bfloat16_and_under_tf_function():
     assert 0.17 < dropped < 0.23
 
 
+# --------------------------------------------------------------------------- GateConv (issue #16)
+
+@pytest.mark.parametrize("shape,kernel_size", [((2, 9, 7, 4), 3), ((1, 12, 10, 32), 3), ((2, 8, 8, 3), 5)])
+def test_gate_conv_computes_what_conv2d_computes_forward_and_backward(shape, kernel_size):
+    """Same weights in a GateConv and a Conv2D: outputs and all three gradients agree to float32 rounding."""
+    import numpy as np
+    import tensorflow as tf
+    from keras import layers
+
+    from attention_cnn.models.blocks import GateConv
+
+    x = tf.random.normal(shape, seed=5)
+    fast = GateConv(1, kernel_size, padding="same", activation="sigmoid")
+    plain = layers.Conv2D(1, kernel_size, padding="same", activation="sigmoid")
+    fast.build(shape)
+    plain.build(shape)
+    plain.set_weights([w + 0.1 for w in fast.get_weights()])   # a non-zero bias
+    fast.set_weights(plain.get_weights())
+    assert fast.count_params() == plain.count_params() == kernel_size ** 2 * shape[-1] + 1
+    results = []
+    for layer in (fast, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(tf.sin(3 * y) * x[..., :1])   # not a plain sum: every gradient term matters
+        results.append([y, *tape.gradient(loss, [x, *layer.trainable_weights])])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+    assert float(tf.reduce_max(tf.abs(results[0][1]))) > 0.01   # the gradient checked is not all zeros
+
+
+def test_gate_conv_keeps_conv2d_code_for_other_shapes_and_portable_saves_conv2d():
+    import keras
+    import numpy as np
+
+    from attention_cnn.models.blocks import GateConv, portable
+
+    x = np.random.default_rng(1).random((1, 9, 9, 4), dtype=np.float32)
+    two = GateConv(2, 3, padding="same")               # two filters: Conv2D's own convolution
+    assert two(x).shape == (1, 9, 9, 2)
+    strided = GateConv(1, 3, strides=2, padding="same")
+    assert strided(x).shape == (1, 5, 5, 1)
+    keras.utils.set_random_seed(0)
+    model = build_model("cnn_attention", (28, 28, 1), 10)
+    assert type(model.get_layer("attention_map")) is GateConv
+    copy = portable(model)
+    assert type(copy.get_layer("attention_map")) is keras.layers.Conv2D
+    assert copy.get_layer("attention_map").get_config() == model.get_layer("attention_map").get_config()
+    sample = np.random.default_rng(2).random((4, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_allclose(copy.predict(sample, verbose=0), model.predict(sample, verbose=0), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow  # trains or saves TensorFlow models (make test-fast skips it)
 @pytest.mark.parametrize("onednn", ["same", "flipped"])
 def test_study_models_train_with_fast_dropout_and_save_keras_dropout(tmp_path, onednn):
