@@ -1,5 +1,5 @@
-"""``make results``: finished recipe runs -> ``results/<recipe>/`` (kept in git) -> ``docs/results.md``; and
-``reports/bench.json`` -> the generated table of ``docs/speed.md`` (:mod:`attention_cnn.results`).
+"""``make results``: finished recipe runs -> ``results/<recipe>/`` (kept in git) -> ``docs/results.md`` and the
+README's recipes table; ``reports/bench.json`` -> the generated table of ``docs/speed.md`` (:mod:`attention_cnn.results`).
 
     python -m stages.results                 # collect, then write both pages
     python -m stages.results --no-collect    # pages only, from results/ as committed (a fresh clone)
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from attention_cnn.common import atomic_write_text, run_main
 from attention_cnn.results.collect import RESULTS_DIR, collect
-from attention_cnn.results.page import render
+from attention_cnn.results.page import readme_table, render, replace_readme_table
 from attention_cnn.results.speed import write_speed
 
 
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stages.results", description=__doc__.splitlines()[0])
     ap.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     ap.add_argument("--page", type=Path, default=Path("docs/results.md"))
+    ap.add_argument("--readme", type=Path, default=Path("README.md"), help="its recipes table is regenerated")
     ap.add_argument("--bench", type=Path, default=Path("reports/bench.json"))
     ap.add_argument("--speed-page", type=Path, default=Path("docs/speed.md"))
     ap.add_argument("--no-collect", action="store_true", help="do not look at experiments or the workspace")
@@ -29,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
     atomic_write_text(args.page, render(args.results_dir, root))
     print(f"{args.page}: {sum(1 for p in args.results_dir.glob('*/run.json'))} recipe(s) with results")
+    if args.readme.is_file():
+        text = args.readme.read_text(encoding="utf-8")
+        new = replace_readme_table(text, readme_table(args.results_dir, root))
+        if new != text:
+            atomic_write_text(args.readme, new)
+        print(f"{args.readme}: recipes table " + ("regenerated" if new != text else "unchanged"))
     print(write_speed(args.bench, args.speed_page))
     return 0
 

@@ -38,3 +38,39 @@ def test_seed_level_columns_and_the_verdict_basis():
                              "| no significant difference at α = 0.05 | seed-level test |")
     assert lines[3].endswith("| p = 0.012 | 80 | +15.0 ± 0.0 | needs ≥ 3 seeds | — "
                              "| significantly better at α = 0.05 | pooled test (McNemar) |")
+
+
+def _run_json(folder, times, precision="float32", cpu="AMD EPYC"):
+    import json
+
+    folder.mkdir(parents=True)
+    runs = [{"dataset": "mnist", "variant": "cnn", "seed": i, "mixed_precision": precision,
+             "machine": {"cpu": cpu}, "train_time_s": t} for i, t in enumerate(times)]
+    (folder / "run.json").write_text(json.dumps({"date": "2026-01-02T03:04:05+00:00", "runs": runs}))
+
+
+def test_measured_time_sums_the_recorded_train_times_with_precision_and_cpu(tmp_path):
+    from attention_cnn.results.page import measured_time
+
+    _run_json(tmp_path / "a", [30.0, 60.0, 90.0])
+    assert measured_time(tmp_path / "a") == "3 models, 3.0 min (float32, AMD EPYC)"
+    _run_json(tmp_path / "b", [30.0, None])          # a run without its time: no total shown
+    assert measured_time(tmp_path / "b") == "-"
+    assert measured_time(tmp_path / "missing") == "-"
+
+
+def test_readme_table_lists_every_recipe_and_replaces_only_the_marked_block(tmp_path):
+    from attention_cnn.results.page import README_BEGIN, README_END, readme_table, replace_readme_table
+
+    (tmp_path / "recipes").mkdir()
+    for name in ("alpha", "beta"):
+        (tmp_path / "recipes" / f"{name}.yaml").write_text(
+            f"description: the {name} run\nshows: what {name} answers\nset:\n  train.seeds: [0]\n")
+    _run_json(tmp_path / "results" / "alpha", [120.0])
+    block = readme_table(tmp_path / "results", tmp_path)
+    assert "| [`alpha`](docs/results.md#alpha) | what alpha answers | 1 model, 2.0 min (float32, AMD EPYC) |" in block
+    assert "| `beta` | what beta answers | not run yet | `make recipe NAME=beta` |" in block
+    readme = f"# T\n\nintro\n\n{README_BEGIN}\nold table\n{README_END}\n\nafter\n"
+    new = replace_readme_table(readme, block)
+    assert new == f"# T\n\nintro\n\n{README_BEGIN}\n{block}\n{README_END}\n\nafter\n"
+    assert replace_readme_table("# no markers\n", block) == "# no markers\n"
