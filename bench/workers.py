@@ -245,14 +245,15 @@ def storage(a: dict[str, Any]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- training
 
-def _cnn_settings(params_file: str, epochs: int, **train):
-    """``(train, models.cnn)`` of the params file, ``epochs`` without early stopping, other ``train`` keys changed."""
+def _cnn_settings(params_file: str, epochs: int, variant: str = "cnn", **train):
+    """``(train, models.<variant>)`` of the params file, ``epochs`` without early stopping, other ``train`` keys
+    changed."""
     from attention_cnn.config import load_config
 
     changes = {"train.epochs": epochs, "train.resume": False,
                "train.early_stopping": {"monitor": "accuracy", "patience": 1000}}
     config = load_config(params_file, {**changes, **{f"train.{k}": v for k, v in train.items()}})
-    return config.train, config.model("cnn")
+    return config.train, config.model(variant)
 
 
 def accuracy(a: dict[str, Any]) -> dict[str, Any]:
@@ -277,26 +278,33 @@ def accuracy(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def epoch_ours(a: dict[str, Any]) -> dict[str, Any]:
-    """Epoch times of the seed speech cnn through our train path (attention_cnn.training.train.fit, batched() input)."""
+    """Epoch times of a speech variant (``variant``, default the seed cnn) through our train path
+    (attention_cnn.training.train.fit, batched() input)."""
     _ours(a["seed"])
     from attention_cnn.training.train import fit
 
     clock = _EpochClock()
+    variant = a.get("variant", "cnn")
     # The study validated on the test set every epoch; our train stage does the same with validate_on_test.
     # train.mixed_precision as params.yaml sets it (the train stage's own), unless the bench asks for another.
-    train, cnn = _cnn_settings(a["params"], a["epochs"], validation_fraction=0.0, validate_on_test=True,
-                               **({"mixed_precision": a["precision"]} if a.get("precision") else {}))
+    train, settings = _cnn_settings(a["params"], a["epochs"], variant, validation_fraction=0.0, validate_on_test=True,
+                                    **({"mixed_precision": a["precision"]} if a.get("precision") else {}))
     start = time.perf_counter()
-    _, spec, rows, summary, _ = fit(Path(a["features"]), "speech", "cnn", a["seed"], train, cnn, live=clock, verbose=0)
+    _, spec, rows, summary, _ = fit(Path(a["features"]), "speech", variant, a["seed"], train, settings, live=clock,
+                                    verbose=0)
     stamps = [start] + clock.stamps
     epochs = [b - a_ for a_, b in zip(stamps, stamps[1:])]  # the first includes model build and cache fill
     return {"epoch_s": epochs, "train_examples": spec.num_examples("train"), "test_examples": spec.num_examples("test"),
-            "batch_size": train.batch_size_for("speech"), "mixed_precision": summary["mixed_precision"],
+            "variant": variant, "batch_size": train.batch_size_for("speech"), "mixed_precision": summary["mixed_precision"],
             "onednn": onednn_on(), "num_replicas": summary["num_replicas"], "maxrss_mb": maxrss_mb()}
 
 
 def study_epoch(a: dict[str, Any]) -> dict[str, Any]:
-    """Epoch times of the study's notebook code: per-file map pipeline (no cache), shuffle 1000, batch 16, TF defaults."""
+    """Epoch times of the study's notebook code: per-file map pipeline (no cache), shuffle 1000, batch 16, TF defaults.
+
+    ``variant``: ``cnn`` (default) or ``cnn_attention``, built with the study's layers (``portable``: Keras'
+    Conv2D as the gate, Keras' Dropout).
+    """
     tf = _study(a["seed"])
     import keras
 
@@ -317,15 +325,16 @@ def study_epoch(a: dict[str, Any]) -> dict[str, Any]:
               .batch(a["batch_size"]))  # the study validated on the test set every epoch
     from attention_cnn.models.blocks import portable
 
-    settings = load_config(a["params"]).model("cnn")
-    # the study's layers, same param count, with Keras' own Dropout (portable swaps FastDropout back)
-    model = portable(build_model("cnn", (*_frames_bins(a), 1), NUM_CLASSES, settings))
+    variant = a.get("variant", "cnn")
+    settings = load_config(a["params"]).model(variant)
+    # the study's layers, same param count: Keras' own Dropout and Conv2D gate (portable swaps ours back)
+    model = portable(build_model(variant, (*_frames_bins(a), 1), NUM_CLASSES, settings))
     model.compile(optimizer=keras.optimizers.Adam(), loss="categorical_crossentropy", metrics=["accuracy"])
     timer = _epoch_timer()
     stop = keras.callbacks.EarlyStopping(monitor="accuracy", patience=3)
     model.fit(ds, validation_data=val_ds, epochs=a["epochs"], callbacks=[stop, timer], verbose=0)
     return {"epoch_s": timer.seconds, "train_examples": len(files), "test_examples": len(test_rows),
-            "batch_size": a["batch_size"],
+            "batch_size": a["batch_size"], "variant": variant,
             "onednn": onednn_on(), "maxrss_mb": maxrss_mb()}
 
 
@@ -441,6 +450,109 @@ def train_levers(a: dict[str, Any]) -> dict[str, Any]:
     return {"configs": out, "onednn": onednn_on(), "batch_size": a["batch_size"]}
 
 
+# --------------------------------------------------------------------------- the attention gate's cost
+
+def _with_conv2d_gate(model):
+    """``model`` with every :class:`GateConv` swapped for ``keras.layers.Conv2D`` (same config and weights);
+    every other layer (FastDropout too) as it is, so that only the gate's kernels differ."""
+    import keras
+
+    from attention_cnn.models.blocks import GateConv
+
+    def clone(layer):
+        return (keras.layers.Conv2D if type(layer) is GateConv else layer.__class__).from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _gate_check(tf, model, conv_model, x) -> dict[str, Any]:
+    """GateConv vs Conv2D at equal weights: max abs difference of the gate's output, of its kernel's gradient and
+    of the model's probabilities (float32; a different summation order, so rounding only)."""
+    from attention_cnn.models.blocks import GateConv
+
+    gate = next(layer for layer in model.layers if isinstance(layer, GateConv))
+    conv = conv_model.get_layer(gate.name)
+    h = tf.random.stateless_uniform((int(x.shape[0]), *gate.input.shape[1:]), (1, 2))
+    r = tf.random.stateless_normal((int(x.shape[0]), *gate.output.shape[1:]), (3, 4))
+
+    def out_and_grad(layer):
+        with tf.GradientTape() as tape:
+            y = layer(h)
+            loss = tf.reduce_sum(y * r)
+        return y, tape.gradient(loss, layer.kernel)
+
+    (y1, g1), (y2, g2) = out_and_grad(gate), out_and_grad(conv)
+    p1, p2 = model(x, training=False), conv_model(x, training=False)
+    return {"gate_output_max_abs_diff": float(tf.reduce_max(tf.abs(y1 - y2))),
+            "gate_kernel_grad_max_abs_diff": float(tf.reduce_max(tf.abs(g1 - g2))),
+            "gate_kernel_grad_max_abs": float(tf.reduce_max(tf.abs(g2))),
+            "probabilities_max_abs_diff": float(tf.reduce_max(tf.abs(p1 - p2))),
+            "layer": gate.name, "types": [type(gate).__name__, type(conv).__name__]}
+
+
+def gate_cost(a: dict[str, Any]) -> dict[str, Any]:
+    """Median train-step time (batch ``batch_size``, random inputs in memory, FusedAdam and FastDropout as the train
+    stage has them) of ``cnn``, ``cnn_attention`` (GateConv) and ``cnn_attention`` with Keras' Conv2D as the gate,
+    per precision in ``precisions``. All three models are built and traced first; then ``rounds`` rounds of
+    ``steps`` steps each, the order of the models reversed every round (ABC CBA ...) so drift cancels.
+
+    Beside it, for ``cnn_step_vs_memory_floor``: the bytes the float32 cnn step must move
+    (:func:`bench.memory_floor.step_bytes`) and numpy's copy bandwidth, measured in this process.
+    """
+    tf = _ours(0)
+    import keras
+
+    from attention_cnn.config import load_config
+    from attention_cnn.models import build_model
+    from attention_cnn.training.optimizers import FusedAdam
+    from bench.memory_floor import copy_bandwidth, multiply_adds, step_bytes
+
+    config = load_config(a["params"])
+    shape, bs = tuple(a["shape"]), a["batch_size"]
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.random((bs, *shape), dtype=np.float32))
+    y = tf.one_hot(np.arange(bs) % NUM_CLASSES, NUM_CLASSES)
+    out: dict[str, Any] = {"precisions": {}, "batch_size": bs, "onednn": onednn_on()}
+    for precision in a["precisions"]:
+        keras.backend.clear_session()
+        keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+        models = {}
+        for name in ("cnn", "cnn_attention", "cnn_attention_conv2d"):
+            keras.utils.set_random_seed(0)
+            variant = "cnn" if name == "cnn" else "cnn_attention"
+            settings = config.model(variant)
+            model = _with_conv2d_gate(models["cnn_attention"]) if name == "cnn_attention_conv2d" \
+                else build_model(variant, shape, NUM_CLASSES, settings)
+            model.compile(optimizer=FusedAdam(learning_rate=settings.learning_rate), loss="categorical_crossentropy",
+                          metrics=["accuracy"])
+            models[name] = model
+        if precision == "float32":
+            out["gate_check"] = _gate_check(tf, models["cnn_attention"], models["cnn_attention_conv2d"], x)
+            out["cnn_step_bytes"] = step_bytes(models["cnn"], bs, 4)
+            out["params"] = {name: m.count_params() for name, m in models.items()}
+            out["multiply_adds_per_example"] = {name: multiply_adds(m) for name, m in models.items()}
+        for model in models.values():
+            for _ in range(a["warmup"]):
+                model.train_on_batch(x, y)  # returns the metrics as numbers: every step has finished when it returns
+        times: dict[str, list[float]] = {name: [] for name in models}
+        names = list(models)
+        for r in range(a["rounds"]):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                for _ in range(a["steps"]):
+                    start = time.perf_counter()
+                    models[name].train_on_batch(x, y)
+                    times[name].append(time.perf_counter() - start)
+        out["precisions"][precision] = {name: {"step_s_median": statistics.median(t), "step_s_min": min(t),
+                                               "steps": len(t)} for name, t in times.items()}
+        del models
+    keras.mixed_precision.set_global_policy("float32")
+    keras.backend.clear_session()
+    out["copy_bandwidth"] = copy_bandwidth(a["copy_mb"], a.get("copy_repeats", 5))
+    return out
+
+
 # --------------------------------------------------------------------------- inference
 
 def inference(a: dict[str, Any]) -> dict[str, Any]:
@@ -478,7 +590,7 @@ def inference(a: dict[str, Any]) -> dict[str, Any]:
 
 
 WORKERS = {f.__name__: f for f in (featurize_ours, study_featurize, storage, accuracy, epoch_ours, study_epoch,
-                                   pipeline, train_levers, inference)}
+                                   pipeline, train_levers, gate_cost, inference)}
 
 
 def main(argv: list[str] | None = None) -> int:

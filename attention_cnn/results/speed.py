@@ -43,9 +43,11 @@ def bench_block(bench: dict, goals_what: dict[str, str]) -> str:
              f"at the end {meta.get('load_average_at_end')}.", "",
              f"All goals met: {_fmt(bench.get('all_goals_met'))}" +
              (f" (not met: {', '.join(bench.get('unmet') or [])})." if bench.get("unmet") else "."), ""]
+    skipped = bench.get("not_measurable") or {}  # keys this machine cannot measure (bfloat16 where emulated)
     lines += [table(["key", "value", "goal", "met", "what"],
-                    [[f"`{k}`", _fmt(bench[k]), _fmt(goals.get(k)), _fmt(met.get(k)), goals_what.get(k, "")]
-                     for k in keys]), ""]
+                    [[f"`{k}`", "not measurable here" if k in skipped else _fmt(bench[k]), _fmt(goals.get(k)),
+                      _fmt(met.get(k)), goals_what.get(k, "")] for k in keys]), ""]
+    lines += [f"`{k}`: {why}." for k, why in skipped.items()] + ([""] if skipped else [])
     inference = (bench.get("details") or {}).get("inference") or {}
     models = inference.get("models") or {}
     if models:
@@ -55,6 +57,19 @@ def bench_block(bench: dict, goals_what: dict[str, str]) -> str:
                   table(["model", "params", "latency p50 (ms)", "p95 (ms)", "examples/s at batch 64"],
                         [[m, f"{v.get('params', 0):,}", _fmt(v.get("latency_ms_p50")), _fmt(v.get("latency_ms_p95")),
                           _fmt(v.get("throughput_examples_per_s_batch64"))] for m, v in models.items()]), ""]
+    gates = [(k, (bench.get("details") or {}).get(k) or {}) for k in ("gate_cost_ratio", "gate_cost_ratio_bf16")]
+    gates = [(k, g) for k, g in gates if g.get("step_ms_median")]
+    if gates:
+        check = gates[0][1].get("gate_check_float32") or {}
+        lines += ["The attention gate (train step, batch 16, median ms; `cnn_attention_conv2d`: Keras' Conv2D as the "
+                  "gate, the layer GateConv replaces). GateConv vs Conv2D at equal weights, largest absolute "
+                  f"difference: gate output {_fmt(check.get('gate_output_max_abs_diff'))}, kernel gradient "
+                  f"{_fmt(check.get('gate_kernel_grad_max_abs_diff'))} (largest gradient "
+                  f"{_fmt(check.get('gate_kernel_grad_max_abs'))}):", "",
+                  table(["key", "cnn", "cnn_attention", "cnn_attention_conv2d", "GateConv's speedup over Conv2D"],
+                        [[f"`{k}`", *(_fmt(g["step_ms_median"].get(m))
+                                      for m in ("cnn", "cnn_attention", "cnn_attention_conv2d")),
+                          _fmt(g.get("gateconv_speedup_vs_conv2d"))] for k, g in gates]), ""]
     step = ((bench.get("details") or {}).get("levers") or {}).get("training_step") or {}
     configs = step.get("configs") or {}
     if configs:
