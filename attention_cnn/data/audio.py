@@ -63,8 +63,11 @@ def to_float_mono(data: np.ndarray) -> np.ndarray:
         audio = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
     else:
         audio = data.astype(np.float32)
-    if audio.ndim == 2:  # mix channels to mono
-        audio = audio.mean(axis=1)
+    if audio.ndim == 2:  # mix channels to mono: the channels summed in order, / channels (= mean(axis=1) for
+        mono = audio[:, 0].copy()      # fewer than 8 channels, several times faster than reducing the short axis)
+        for channel in range(1, audio.shape[1]):
+            mono += audio[:, channel]
+        audio = mono / np.float32(audio.shape[1])
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 

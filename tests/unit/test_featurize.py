@@ -77,8 +77,20 @@ def test_resample_runs_in_a_graph_with_rates_as_tensors():
     x = np.random.default_rng(3).standard_normal(3000).astype(np.float32)
     graph = tf.function(featurize.resample_tensor, input_signature=[
         tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)])
-    np.testing.assert_array_equal(graph(x, tf.constant(16000, tf.int64), tf.constant(8000, tf.int64)).numpy(),
-                                  featurize.resample(x, 16000, 8000))
+    np.testing.assert_allclose(graph(x, tf.constant(16000, tf.int64), tf.constant(8000, tf.int64)).numpy(),
+                               featurize.resample(x, 16000, 8000), atol=1e-6)
+
+
+@pytest.mark.parametrize("n,rate_in,rate_out", [(66150, 44100, 8000), (66137, 44100, 8000), (10342, 22050, 8000),
+                                                (4001, 8000, 16000), (999, 48000, 8000), (7, 44100, 8000)])
+def test_featurize_and_exports_resample_alike(n, rate_in, rate_out):
+    """featurize's numpy resampler and the TensorFlow one exported models run: same lengths, same values to
+    float32 rounding, in the stored float16 features identical but for rare rounding ties."""
+    x = np.random.default_rng(n + 1).uniform(-1, 1, n).astype(np.float32)
+    ours, exported = featurize.resample(x, rate_in, rate_out), featurize.resample_tensor(x, rate_in, rate_out).numpy()
+    assert ours.dtype == exported.dtype == np.float32 and ours.shape == exported.shape
+    np.testing.assert_allclose(ours, exported, rtol=0, atol=1e-6)
+    assert np.mean(ours.astype(np.float16) != exported.astype(np.float16)) < 0.01
 
 
 @pytest.mark.parametrize("key,value,match", [
@@ -144,3 +156,14 @@ def test_spectrograms_of_active_frames_equal_the_padded_stft_bit_for_bit():
     assert [len(a) for a in active] == [0, 1, 1, 2, 10, 39, frames, frames]
     for rows, full in zip(active, expected):
         assert not full[len(rows):].any()   # everything after the active frames is exactly zero
+
+
+@pytest.mark.parametrize("channels", [2, 3, 6])
+def test_mono_mix_is_the_channel_mean_bit_for_bit(channels):
+    from attention_cnn.data.audio import to_float_mono
+
+    pcm = np.random.default_rng(channels).integers(-32768, 32767, (5001, channels)).astype(np.int16)
+    expected = (pcm.astype(np.float32) / 32768.0).mean(axis=1)
+    mono = to_float_mono(pcm)
+    assert mono.dtype == np.float32 and mono.flags.c_contiguous
+    np.testing.assert_array_equal(mono, expected)
