@@ -589,7 +589,43 @@ def inference(a: dict[str, Any]) -> dict[str, Any]:
     return {"models": out, "weights": "random (untrained)", "mixed_precision": precision, "onednn": onednn_on()}
 
 
-WORKERS = {f.__name__: f for f in (featurize_ours, study_featurize, storage, accuracy, epoch_ours, study_epoch,
+def resamplers(a: dict[str, Any]) -> dict[str, Any]:
+    """ms per clip of each resampler on the same decoded clips (``raw``'s WAVs) to ``rate_hz``: featurize's numpy
+    FFT resampler, the TensorFlow one exports run (a traced graph, clip by clip) and tensorflow-io's (the one both used
+    before). Each clip once for warm-up, then ``rounds`` rounds in a rotating order; the median round per side."""
+    _ours()
+    import tensorflow_io as tfio
+
+    from attention_cnn.data.audio import read_audio
+    from attention_cnn.features.featurize import resample, resample_tensor
+
+    import tensorflow as tf
+
+    clips = [read_audio(p) for p in sorted(Path(a["raw"]).rglob("*.wav"))[: a["clips"]]]
+    rate = a["rate_hz"]
+    graph = tf.function(resample_tensor, input_signature=[  # as in an exported SavedModel: one traced graph
+        tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)])
+    sides = {
+        "featurize_numpy": lambda x, r: resample(x, r, rate),
+        "export_tensorflow": lambda x, r: graph(x, np.int64(r), np.int64(rate)).numpy(),
+        "tensorflow_io": lambda x, r: tfio.audio.resample(x[:, None], rate_in=r, rate_out=rate).numpy(),
+    }
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    for fn in sides.values():
+        for x, r in clips:
+            fn(x, r)
+    names = list(sides)
+    for i in range(a["rounds"]):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            start = time.perf_counter()
+            for x, r in clips:
+                sides[name](x, r)
+            times[name].append((time.perf_counter() - start) / len(clips) * 1000)
+    return {"ms_per_clip": {k: round(statistics.median(v), 3) for k, v in times.items()},
+            "clips": len(clips), "input_rates_hz": sorted({r for _, r in clips}), "rate_hz": rate}
+
+
+WORKERS = {f.__name__: f for f in (resamplers, featurize_ours, study_featurize, storage, accuracy, epoch_ours, study_epoch,
                                    pipeline, train_levers, gate_cost, inference)}
 
 
