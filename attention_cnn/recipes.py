@@ -4,7 +4,6 @@ A recipe file::
 
     description: one line, what the recipe runs        # required
     shows: what the result answers                     # required
-    time: about 15 minutes per seed on a 2-core CPU    # optional: only a measured figure
     set:                                               # dotted params.yaml keys, as `dvc exp run -S` takes them
       datasets: [speech]
       train.seeds: [0, 1, 2]
@@ -33,7 +32,7 @@ from attention_cnn.config import PARAMS_FILE, Params, parse_config, read_yaml
 from attention_cnn.config.errors import did_you_mean
 
 RECIPES_DIR = Path("recipes")
-FIELDS = ("description", "shows", "time", "set", "folds")
+FIELDS = ("description", "shows", "set", "folds")
 REQUIRED = ("description", "shows", "set")
 NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")   # a DVC experiment name and a file name; no '.' (see run_suffix)
 DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -47,7 +46,6 @@ class Recipe:
     path: Path
     description: str
     shows: str
-    time: str | None
     changes: dict[str, Any] = field(default_factory=dict)   # {dotted key: value}, in the file's order
     folds: dict[str, dict[str, Any]] = field(default_factory=dict)   # fold -> its changes on top of `changes`
     fold: str | None = None                                 # set on one fold of a folded recipe (see expand)
@@ -147,7 +145,6 @@ def read_recipe(path: Path) -> Recipe:
             raise StageError(f"{path}: missing field '{key}'")
     return Recipe(name=name, path=path, description=_one_line(path, "description", data["description"]),
                   shows=_one_line(path, "shows", data["shows"]),
-                  time=_one_line(path, "time", data["time"]) if data.get("time") is not None else None,
                   changes=_changes(path, "set", data["set"]), folds=_folds(path, data.get("folds")))
 
 

@@ -22,7 +22,9 @@ from pathlib import Path
 from attention_cnn import recipes
 from attention_cnn.common import StageError, run_main
 from attention_cnn.config.errors import did_you_mean
+from attention_cnn.results.collect import RESULTS_DIR
 from attention_cnn.results.experiments import experiments, head
+from attention_cnn.results.page import measured_time
 
 
 def fsdd_location(value: str | None) -> str | None:
@@ -141,7 +143,7 @@ def prepare(args: argparse.Namespace) -> tuple[recipes.Recipe, list[tuple[recipe
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stages.recipe", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="action", required=True)
-    sub.add_parser("list", help="each recipe's name, description and time")
+    sub.add_parser("list", help="each recipe's name, description and measured training time")
     for action in ("show", "run"):
         p = sub.add_parser(action, help="print its dvc exp run command" if action == "show" else "run it")
         p.add_argument("name", help="a recipe: recipes/<name>.yaml")
@@ -157,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in recipes.names():
             recipe = recipes.load_recipe(name)
             folds = f" [{len(recipe.folds)} folds: {', '.join(recipe.folds)}]" if recipe.folds else ""
-            print(f"{name:20} {recipe.description}" + (f" ({recipe.time})" if recipe.time else "") + folds)
+            measured = measured_time(RESULTS_DIR / name)   # from results/<name>/, written by make results
+            print(f"{name:20} {recipe.description}" + folds
+                  + (f" (trained in {measured})" if measured != "-" else " (not run yet)"))
         return 0
     recipe, runs = prepare(args)
     if args.action == "show":

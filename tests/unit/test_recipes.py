@@ -3,6 +3,7 @@ config, mistakes are one line naming the recipe file and the key; the CLI's erro
 from __future__ import annotations
 
 import os
+import json
 import re
 import shutil
 import subprocess
@@ -132,7 +133,13 @@ def test_cli_list_and_show(tmp_path):
     archive.write_bytes(b"not opened by show")
     write_recipe(tmp_path, "on-fsdd", "description: d\nshows: s\nset:\n  data.speech.source: fsdd\n")
     listed = cli(["list"], tmp_path)
-    assert listed.returncode == 0 and re.search(r"^two-seeds +a test$", listed.stdout, re.M), listed.stdout
+    assert listed.returncode == 0 and re.search(r"^two-seeds +a test \(not run yet\)$", listed.stdout, re.M), \
+        listed.stdout
+    (tmp_path / "results" / "two-seeds").mkdir(parents=True)   # a run make results kept: its measured time
+    (tmp_path / "results" / "two-seeds" / "run.json").write_text(json.dumps({"date": "2026-01-01T00:00:00+00:00", "runs": [
+        {"mixed_precision": "float32", "machine": {"cpu": "AMD EPYC"}, "train_time_s": t} for t in (60.0, 90.0)]}))
+    assert re.search(r"^two-seeds +a test \(trained in 2 models, 2.5 min \(float32, AMD EPYC\)\)$",
+                     cli(["list"], tmp_path).stdout, re.M)
     shown = cli(["show", "two-seeds"], tmp_path)
     assert shown.stdout == "dvc exp run -n two-seeds -S '++train.seeds=[0,1]'\n", shown.stderr
     shown = cli(["show", "on-fsdd", "--fsdd", "fsdd.tar.gz"], tmp_path)
