@@ -20,7 +20,7 @@ from attention_cnn.results.collect import collect
 from attention_cnn.results.folds import aggregate, write_folds
 from attention_cnn.results.page import render
 from conftest import ROOT
-from test_results import COMPARISONS_HEADER, MACHINE, RESULTS_HEADER, git
+from test_results import COMPARISONS_HEADER, MACHINE, RESULTS_HEADER, commit_experiment, git
 
 FOLDED = ("description: Three held-out speakers\nshows: a test\nset:\n  datasets: [speech]\n  variants: [resnet]\n"
           "  data.speech.source: fsdd\n  data.speech.split: speakers\n  train.seeds: [0, 1, 2]\n"
@@ -52,20 +52,9 @@ def write_reports(root: Path, accs: list[float], seeds: list[int]) -> None:
 def fold_experiment(repo: Path, recipe: recipes.Recipe, fold: str, date: str, extra: list[str] = (),
                     seeds: list[int] = (0, 1, 2)) -> str:
     """The fold's finished experiment '<recipe>-<fold>': its params.yaml set by DVC's own -S code."""
-    from dvc.utils.hydra import apply_overrides
-
     (run,) = [r for r in recipes.expand(recipe) if r.fold == fold]
-    work = repo.parent / f"exp-{run.experiment}"
-    shutil.rmtree(work, ignore_errors=True)
-    git(repo.parent, "clone", "-q", str(repo), str(work))
-    apply_overrides(work / "params.yaml", recipes.set_flags(run) + list(extra))
-    write_reports(work, ACC[fold][:len(seeds)], list(seeds))
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", f"dvc: commit experiment {run.experiment}", date=date)
-    git(repo, "fetch", "-q", str(work), "HEAD")
-    baseline = git(repo, "rev-parse", "HEAD")
-    git(repo, "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/{run.experiment}", "FETCH_HEAD")
-    return git(repo, "rev-parse", "FETCH_HEAD")
+    return commit_experiment(repo, run.experiment, recipes.set_flags(run) + list(extra),
+                             lambda work: write_reports(work, ACC[fold][:len(seeds)], list(seeds)), date)
 
 
 @pytest.fixture

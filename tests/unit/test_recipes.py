@@ -152,16 +152,22 @@ def test_cli_list_and_show(tmp_path):
     assert unknown.returncode == 1 and "did you mean 'two-seeds'?" in unknown.stderr
 
 
+def commit_with_experiment(root, name: str) -> str:
+    """``root`` as one git commit plus an experiment ref ``name`` on it, as DVC names them; the commit's sha."""
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x.invalid", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@x.invalid")
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "base"]):
+        subprocess.run(["git", *cmd], cwd=root, check=True, env=env, capture_output=True)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    subprocess.run(["git", "update-ref", f"refs/exps/{sha[:2]}/{sha[2:]}/{name}", "HEAD"], cwd=root, check=True)
+    return sha
+
+
 def test_cli_refuses_a_name_that_exists(tmp_path):
     """An experiment of that name on this commit: one line with both ways to run it again; DVC is never called."""
     shutil.copy(PARAMS, tmp_path / "params.yaml")
     write_recipe(tmp_path, "two-seeds", GOOD)
-    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x.invalid", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@x.invalid")
-    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "base"]):
-        subprocess.run(["git", *cmd], cwd=tmp_path, check=True, env=env, capture_output=True)
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
-    subprocess.run(["git", "update-ref", f"refs/exps/{sha[:2]}/{sha[2:]}/two-seeds", "HEAD"], cwd=tmp_path, check=True)
+    sha = commit_with_experiment(tmp_path, "two-seeds")
     proc = cli(["run", "two-seeds"], tmp_path)
     assert proc.returncode == 1
     assert proc.stderr == (f"error: experiment 'two-seeds' exists for this commit ({sha[:7]}); to run it again: "
@@ -335,13 +341,7 @@ def test_cli_refuses_to_queue_folds_whose_experiments_exist(tmp_path):
     """Checked for every fold before any is queued: one line with the folds to remove, or the others alone."""
     shutil.copy(PARAMS, tmp_path / "params.yaml")
     write_recipe(tmp_path, "folded", FOLDED)
-    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x.invalid", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@x.invalid")
-    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "base"]):
-        subprocess.run(["git", *cmd], cwd=tmp_path, check=True, env=env, capture_output=True)
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
-    subprocess.run(["git", "update-ref", f"refs/exps/{sha[:2]}/{sha[2:]}/folded-theo", "HEAD"], cwd=tmp_path,
-                   check=True)
+    sha = commit_with_experiment(tmp_path, "folded-theo")
     proc = cli(["run", "folded", "--queue"], tmp_path)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.endswith(

@@ -66,22 +66,29 @@ ACC = {("mnist", "cnn", 0): 0.95, ("mnist", "cnn", 1): 0.96,
        ("mnist", "cnn_attention", 0): 0.955, ("mnist", "cnn_attention", 1): 0.945}
 
 
-def experiment(repo: Path, name: str, flags: list[str], seeds: list[int], date: str) -> str:
+def commit_experiment(repo: Path, name: str, flags: list[str], write_outputs, date: str) -> str:
     """A finished DVC experiment as git holds it: a commit on the baseline with the run's params.yaml (set with
-    DVC's own -S code) and its git-tracked outputs, under refs/exps/<baseline>/<name>."""
+    DVC's own -S code) and the git-tracked outputs ``write_outputs(folder)`` writes, under
+    refs/exps/<baseline>/<name>."""
     from dvc.utils.hydra import apply_overrides
 
     work = repo.parent / f"exp-{name}"
     shutil.rmtree(work, ignore_errors=True)
     git(repo.parent, "clone", "-q", str(repo), str(work))
     apply_overrides(work / "params.yaml", flags)
-    write_reports(work, ["mnist"], ["cnn", "cnn_attention"], seeds, ACC, "float32")
+    write_outputs(work)
     git(work, "add", "-A")
     git(work, "commit", "-qm", f"dvc: commit experiment {name}", date=date)
     git(repo, "fetch", "-q", str(work), "HEAD")
     baseline = git(repo, "rev-parse", "HEAD")
     git(repo, "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}", "FETCH_HEAD")
     return git(repo, "rev-parse", "FETCH_HEAD")
+
+
+def experiment(repo: Path, name: str, flags: list[str], seeds: list[int], date: str) -> str:
+    return commit_experiment(repo, name, flags,
+                             lambda work: write_reports(work, ["mnist"], ["cnn", "cnn_attention"], seeds, ACC, "float32"),
+                             date)
 
 
 @pytest.fixture
