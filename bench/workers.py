@@ -590,24 +590,19 @@ def inference(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def resamplers(a: dict[str, Any]) -> dict[str, Any]:
-    """ms per clip of each resampler on the same decoded clips (``raw``'s WAVs) to ``rate_hz``: featurize's numpy
-    FFT resampler, the TensorFlow one exports run (a traced graph, clip by clip) and tensorflow-io's (the one both used
-    before). Each clip once for warm-up, then ``rounds`` rounds in a rotating order; the median round per side."""
+    """ms per clip of featurize's resampler and of tensorflow-io's (the one featurize and exports used before) on
+    the same decoded clips (``raw``'s WAVs) to ``rate_hz``. Each clip once for warm-up, then ``rounds`` rounds in
+    alternating order; the median round per side."""
     _ours()
     import tensorflow_io as tfio
 
     from attention_cnn.data.audio import read_audio
-    from attention_cnn.features.featurize import resample, resample_tensor
-
-    import tensorflow as tf
+    from attention_cnn.features.featurize import resample
 
     clips = [read_audio(p) for p in sorted(Path(a["raw"]).rglob("*.wav"))[: a["clips"]]]
     rate = a["rate_hz"]
-    graph = tf.function(resample_tensor, input_signature=[  # as in an exported SavedModel: one traced graph
-        tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)])
     sides = {
-        "featurize_numpy": lambda x, r: resample(x, r, rate),
-        "export_tensorflow": lambda x, r: graph(x, np.int64(r), np.int64(rate)).numpy(),
+        "featurize": lambda x, r: resample(x, r, rate),
         "tensorflow_io": lambda x, r: tfio.audio.resample(x[:, None], rate_in=r, rate_out=rate).numpy(),
     }
     times: dict[str, list[float]] = {k: [] for k in sides}
@@ -616,7 +611,7 @@ def resamplers(a: dict[str, Any]) -> dict[str, Any]:
             fn(x, r)
     names = list(sides)
     for i in range(a["rounds"]):
-        for name in names[i % len(names):] + names[:i % len(names)]:
+        for name in (names if i % 2 == 0 else names[::-1]):
             start = time.perf_counter()
             for x, r in clips:
                 sides[name](x, r)

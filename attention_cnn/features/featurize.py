@@ -69,31 +69,23 @@ def _fast_lengths(limit: int = 2 ** 31) -> np.ndarray:
 FAST_LENGTHS = _fast_lengths()
 
 
-def resample_lengths(n: int, rate_in: int, rate_out: int) -> tuple[int, int, int]:
-    """(padded input length, its resampled length, output length) of :func:`resample_tensor` for n samples."""
-    at = int(np.searchsorted(FAST_LENGTHS, n))
-    n_pad = int(FAST_LENGTHS[at]) if at < len(FAST_LENGTHS) else n
-    n_out = -(-n * rate_out // rate_in)
-    return n_pad, max((n_pad * rate_out + rate_in // 2) // rate_in, n_out), n_out
-
-
 def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """:func:`resample_tensor`'s computation in numpy (``scipy.fft``), for featurize; a no-op when rates match.
+    """:func:`resample_tensor` for featurize, a clip at a time (traced once); a no-op when rates match.
 
-    The same formula, lengths and padding as the TensorFlow version that exported models run; the two agree to
-    float32 rounding (tested). Why two: TensorFlow's FFT on CPUs, called clip by clip, costs several times
-    scipy's, and featurize resamples every clip of a folder (``make bench``: ``featurize_resampled_vs_native``).
+    The very ops an exported model runs, so stored features and an export's agree bit for bit. (The same
+    formula in numpy would be faster clip by clip, but its FFT rounds differently.)
     """
-    import scipy.fft
-
     if rate_in == rate_out:
         return samples
-    n_pad, num, n_out = resample_lengths(len(samples), int(rate_in), int(rate_out))
-    m = min(num, n_pad)
-    kept = scipy.fft.rfft(np.asarray(samples, np.float32), n_pad)[: m // 2 + 1]
-    if m % 2 == 0 and num != n_pad:
-        kept[m // 2] *= 2.0 if num < n_pad else 0.5      # the unpaired bin m/2, as resample_tensor
-    return scipy.fft.irfft(kept * np.float32(num / n_pad), num)[:n_out].astype(np.float32, copy=False)
+    return _resample_fn()(np.asarray(samples, np.float32), np.int64(rate_in), np.int64(rate_out)).numpy()
+
+
+@functools.lru_cache(maxsize=1)
+def _resample_fn():
+    import tensorflow as tf
+
+    return tf.function(resample_tensor, input_signature=[tf.TensorSpec([None], tf.float32),
+                                                         tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)])
 
 
 def resample_tensor(samples, rate_in, rate_out):
@@ -105,7 +97,7 @@ def resample_tensor(samples, rate_in, rate_out):
     cut (or zero-extended) to the new band, transformed back, and cut to the output length. The output's
     rate is ``rate_out`` to within half a sample over the padded clip. Eager or in a graph (rates may be
     tensors); plain TensorFlow ops, so an exported model (:mod:`attention_cnn.serving.export`) needs no op
-    library. Featurize computes the same in numpy (:func:`resample`; lengths from :func:`resample_lengths`).
+    library. Featurize calls it through :func:`resample`.
     """
     import tensorflow as tf
 

@@ -77,85 +77,8 @@ def test_resample_runs_in_a_graph_with_rates_as_tensors():
     x = np.random.default_rng(3).standard_normal(3000).astype(np.float32)
     graph = tf.function(featurize.resample_tensor, input_signature=[
         tf.TensorSpec([None], tf.float32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)])
-    np.testing.assert_allclose(graph(x, tf.constant(16000, tf.int64), tf.constant(8000, tf.int64)).numpy(),
-                               featurize.resample(x, 16000, 8000), atol=1e-6)
-
-
-@pytest.mark.parametrize("n,rate_in,rate_out", [(66150, 44100, 8000), (66137, 44100, 8000), (10342, 22050, 8000),
-                                                (4001, 8000, 16000), (999, 48000, 8000), (7, 44100, 8000)])
-def test_featurize_and_exports_resample_alike(n, rate_in, rate_out):
-    """featurize's numpy resampler and the TensorFlow one exported models run: same lengths, same values to
-    float32 rounding, in the stored float16 features identical but for rare rounding ties."""
-    x = np.random.default_rng(n + 1).uniform(-1, 1, n).astype(np.float32)
-    ours, exported = featurize.resample(x, rate_in, rate_out), featurize.resample_tensor(x, rate_in, rate_out).numpy()
-    assert ours.dtype == exported.dtype == np.float32 and ours.shape == exported.shape
-    np.testing.assert_allclose(ours, exported, rtol=0, atol=1e-6)
-    assert np.mean(ours.astype(np.float16) != exported.astype(np.float16)) < 0.01
-
-
-@pytest.mark.parametrize("key,value,match", [
-    ("frame_step", 0, "features.speech.frame_step must be > 0"),
-    ("clip_samples", 100, "clip_samples .100. must be >= features.speech.frame_length"),
-    ("fft_length", 256, "fft_length .256. must be >="),
-    ("sample_rate_hz", "8k", "sample_rate_hz must be an integer"),
-])
-def test_bad_speech_settings_name_the_key(key, value, match):
-    with pytest.raises(StageError, match=match):
-        config({f"features.speech.{key}": value})
-
-
-def test_featurize_speech_end_to_end_from_mixed_rate_stereo_files(tmp_path):
-    root = tmp_path / "mine"
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 6), ("test", 2)):
-        for i in range(n):
-            rate = (8000, 16000, 22050)[i % 3]
-            samples = (rng.standard_normal((rate // 4, 2)) * 3000).astype(np.int16)  # stereo, 0.25 s
-            (root / split / str(i % 2)).mkdir(parents=True, exist_ok=True)
-            wavfile.write(root / split / str(i % 2) / f"c{i}.wav", rate, samples)
-    fetch_speech.fetch(config({"data.speech.source": "folder", "data.speech.path": str(root),
-                               "data.speech.labels": "subfolder"}).data, tmp_path / "raw")
-    features = config({**{f"features.speech.{k}": v for k, v in STUDY.items()}, "features.speech.clip_samples": 4000,
-                       "features.speech.storage_dtype": "float16", "features.speech.examples_per_shard": 3,
-                       "features.speech.chunk_clips": 4}).features
-    spec = featurize.featurize("speech", tmp_path / "raw", tmp_path / "feat", features, progress=False)
-    assert spec.shape == [featurize.num_frames(4000, 320, 32), 257, 1]
-    assert spec.counts == {"train": {"0": 3, "1": 3}, "test": {"0": 1, "1": 1}}
-    assert spec.source == "folder" and len(spec.shards["train"]) == 2 and spec.stats["std"] > 0
-    assert read_spec(tmp_path / "feat") == spec
-    # stored features equal a direct computation (float16 rounding aside)
-    rows = sorted((r for r in read_csv_dicts(tmp_path / "raw/manifest.csv")
-                   if r["split"] == "test"), key=lambda r: r["file"])
-    from attention_cnn.data.audio import read_audio
-    samples, rate = read_audio(tmp_path / "raw" / rows[0]["file"])
-    direct = featurize.spectrogram_batch(featurize.fit_length(featurize.resample(samples, rate, 8000), 4000)[None],
-                                         320, 32, 512)[0]
-    stored = next(iter(load_split(tmp_path / "feat", spec, "test")))["feature"].numpy()[..., 0]
-    np.testing.assert_allclose(stored, direct, rtol=2e-3, atol=2e-3)
-
-
-def test_featurize_requires_fetch_output(tmp_path):
-    with pytest.raises(StageError, match="run the fetch stage first"):
-        featurize.featurize("speech", tmp_path / "nothing", tmp_path / "out", config().features)
-    assert not (tmp_path / "out").exists()
-
-
-def test_spectrograms_of_active_frames_equal_the_padded_stft_bit_for_bit():
-    """Only frames that overlap the recording are transformed; the result is the study's STFT exactly."""
-    rng = np.random.default_rng(3)
-    s = {**STUDY, "clip_samples": 4000}
-    waves = [rng.standard_normal(n).astype(np.float32) for n in (0, 1, 31, 33, 320, 1234, 4000, 5000)]
-    padded = np.stack([featurize.fit_length(w, 4000) for w in waves])
-    expected = featurize.spectrogram_batch(padded, 320, 32, 512)
-    active = featurize.active_spectrograms(waves, s)
-    got = np.zeros_like(expected)
-    for i, rows in enumerate(active):
-        got[i, :len(rows)] = rows
-    assert got.shape == expected.shape and got.tobytes() == expected.tobytes()
-    frames = featurize.num_frames(4000, 320, 32)
-    assert [len(a) for a in active] == [0, 1, 1, 2, 10, 39, frames, frames]
-    for rows, full in zip(active, expected):
-        assert not full[len(rows):].any()   # everything after the active frames is exactly zero
+    np.testing.assert_array_equal(graph(x, tf.constant(16000, tf.int64), tf.constant(8000, tf.int64)).numpy(),
+                                  featurize.resample(x, 16000, 8000))   # featurize runs the same ops
 
 
 @pytest.mark.parametrize("channels", [2, 3, 6])
