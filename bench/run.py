@@ -664,6 +664,12 @@ class Bench:
                 "multiply_adds_ratio": round(res["multiply_adds_per_example"]["cnn_attention"]
                                              / res["multiply_adds_per_example"]["cnn"], 3),
                 "params": res["params"], "gate_check_float32": res["gate_check"],
+                # On a CPU where the step is memory-bound, bytes bound the ratio rather than multiply-adds: the
+                # gate reads and writes the 32-channel feature map several times forward and back.
+                "bytes_ratio": round(res["cnn_attention_step_bytes"]["total_bytes"]
+                                     / res["cnn_step_bytes"]["total_bytes"], 3),
+                "bytes_ratio_note": "cnn_attention's / cnn's bytes per float32 step by the byte model of "
+                                    "cnn_step_vs_memory_floor: the ratio a step that only moves its bytes would have",
                 "how": f"all three models built and traced ({precision}), then {self.size['gate_rounds']} rounds of "
                        f"{self.size['gate_steps']} steps each, the order reversed every round; median per model"}
         f32 = res["precisions"]["float32"]["cnn"]["step_s_median"]
@@ -880,7 +886,8 @@ def markdown(result: dict[str, Any]) -> str:
             c = g["gate_check_float32"]
             notes.append(f"{key}: median step ms {g['step_ms_median']} ({g['steps_per_model']} steps each); with "
                          f"Keras' Conv2D as the gate {g['conv2d_gate_ratio']}x cnn (GateConv's speedup over it "
-                         f"{g['gateconv_speedup_vs_conv2d']}x); multiply-adds {g['multiply_adds_ratio']}x; "
+                         f"{g['gateconv_speedup_vs_conv2d']}x); multiply-adds {g['multiply_adds_ratio']}x, bytes by "
+                         f"the byte model {g.get('bytes_ratio', 'n/a')}x; "
                          f"GateConv vs Conv2D at equal weights: max abs difference {c['gate_output_max_abs_diff']:.2g} "
                          f"(gate output), {c['gate_kernel_grad_max_abs_diff']:.2g} (kernel gradient, largest "
                          f"{c['gate_kernel_grad_max_abs']:.3g}).")

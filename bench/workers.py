@@ -531,6 +531,7 @@ def gate_cost(a: dict[str, Any]) -> dict[str, Any]:
         if precision == "float32":
             out["gate_check"] = _gate_check(tf, models["cnn_attention"], models["cnn_attention_conv2d"], x)
             out["cnn_step_bytes"] = step_bytes(models["cnn"], bs, 4)
+            out["cnn_attention_step_bytes"] = step_bytes(models["cnn_attention"], bs, 4)
             out["params"] = {name: m.count_params() for name, m in models.items()}
             out["multiply_adds_per_example"] = {name: multiply_adds(m) for name, m in models.items()}
         for model in models.values():
