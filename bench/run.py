@@ -490,13 +490,13 @@ class Bench:
         res, _, _ = run_worker("featurize_ours", {"params": self.args.params, "jobs": jobs})
         runs = {Path(r["out"]).name: r for r in res["runs"]}
         self.train_f16, self.train_f32 = self.tmp / "train-f16", self.tmp / "train-f32"
-        self.details["levers"] = {
+        self.details.setdefault("levers", {}).update({
             "featurize_batched_stft": {
                 "chunk_clips_64_clips_per_s": round(runs["train-f16"]["clips_per_s"], 1),
                 "chunk_clips_1_clips_per_s": round(runs["train-f16-chunk1"]["clips_per_s"], 1),
                 "clips": runs["train-f16"]["clips"]},
             "float16_storage": {"float16_bytes": runs["train-f16"]["bytes"], "float32_bytes": runs["train-f32"]["bytes"]},
-        }
+        })  # update: featurize_resampled's lever is already there
 
     def accuracy(self) -> None:
         res, _, _ = run_worker("accuracy", {"params": self.args.params, "seed": 0, "epochs": self.size["accuracy_epochs"],
