@@ -2,8 +2,6 @@
 the precision and machine of the runs, the date and the commit. Nothing on the page is typed by hand."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from datetime import datetime, timezone
@@ -33,8 +31,7 @@ test; with fewer on the pooled one (the column "verdict rests on" says which).
 """
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))) if path.is_file() else []
+read_csv = folds.read_csv  # one reader of the results' CSV files
 
 
 def _num(text: Any) -> float:
@@ -155,8 +152,7 @@ def section(name: str, folder: Path) -> str:
 
 def render(results_dir: Path, root: Path = Path(".")) -> str:
     """The whole page: every recipe with results, then the recipes not run yet."""
-    done = sorted(p.name for p in results_dir.glob("*") if (p / "run.json").is_file()
-                  or (p / folds.FOLDS_CSV).is_file())
+    done = sorted(p.name for p in results_dir.glob("*") if has_results(p))
     known = recipes.names(root)
     parts = [HEADER]
     if done:
@@ -181,6 +177,11 @@ def _recipe(root: Path, name: str) -> recipes.Recipe | None:
 def _shows(root: Path, name: str) -> str:
     recipe = _recipe(root, name)
     return recipe.shows if recipe else "(recipe removed)"
+
+
+def has_results(folder: Path) -> bool:
+    """A recipe's folder in results/ holds a run (run.json) or a folded recipe's table (folds.csv)."""
+    return (folder / "run.json").is_file() or (folder / folds.FOLDS_CSV).is_file()
 
 
 def _run_records(folder: Path) -> list[dict]:
@@ -210,7 +211,7 @@ def readme_table(results_dir: Path, root: Path = Path(".")) -> str:
     rows = []
     for name in recipes.names(root):
         folder = results_dir / name
-        ran = (folder / "run.json").is_file() or (folder / folds.FOLDS_CSV).is_file()
+        ran = has_results(folder)
         command = f"make recipe NAME={name}" + (" QUEUE=1" if _folded(root, name) else "")
         rows.append([f"[`{name}`](docs/results.md#{name})" if ran else f"`{name}`", _shows(root, name),
                      measured_time(folder) if ran else "not run yet", f"`{command}`"])
@@ -247,7 +248,7 @@ def fold_row(r: dict[str, str]) -> list[str]:
 
 def folds_section(name: str, folder: Path, recipe: recipes.Recipe | None) -> str:
     """The page's section of a folded recipe, from ``folder`` (``results/<recipe>/``) alone."""
-    rows = folds.read_csv(folder / folds.FOLDS_CSV)
+    rows = read_csv(folder / folds.FOLDS_CSV)
     names = list(dict.fromkeys(r["fold"] for r in rows if r["row"] in ("fold", "missing")))
     records = {f: json.loads((folder / f / "run.json").read_text()) for f in names
                if (folder / f / "run.json").is_file()}
@@ -282,7 +283,7 @@ def folds_section(name: str, folder: Path, recipe: recipes.Recipe | None) -> str
         out += [f"**No mean over folds**: {note}.", ""]
     comparisons = []
     for fold in records:
-        for r in folds.read_csv(folder / fold / "comparisons.csv"):
+        for r in read_csv(folder / fold / "comparisons.csv"):
             comparisons.append({**r, "dataset": f"{r['dataset']} (fold {fold})"})
     if comparisons:
         out += [comparison_table(comparisons), ""]
