@@ -97,12 +97,12 @@ FLOAT32_TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 
 def project_files() -> list[str]:
     """Files a clean clone would have: tracked plus untracked-but-not-ignored (so work in progress is tested too),
-    less the committed results of the default run (dvc.lock, reports/): a test project starts with none, so
-    every output it checks was written by its own `dvc repro`."""
+    less the committed results (dvc.lock, reports/, the recipe runs kept in results/): a test project starts with
+    none, so every output it checks was written by its own `dvc repro` and every recipe starts "not run yet"."""
     out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
                          check=True, capture_output=True).stdout.decode()
     return sorted(f for f in out.split("\0")
-                  if f and (ROOT / f).is_file() and f != "dvc.lock" and not f.startswith("reports/"))
+                  if f and (ROOT / f).is_file() and f != "dvc.lock" and not f.startswith(("reports/", "results/")))
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
