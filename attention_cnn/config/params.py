@@ -114,6 +114,9 @@ class SpeechData(Section):
     labels: Literal["subfolder", "prefix", "cyclic"]
     split: Literal["official", "speakers"] = "official"
     test_speakers: Names = ["theo"]          # split=speakers: held-out speakers (an FSDD speaker by default)
+    # fsdd, folder: espeak-ng voices that speak the ten digits into the train split only (never test), drawn from
+    # the whole voice grid with data.speech.embedded's takes, noise and seed; 0: none
+    extra_train_voices: NonNegative = 0
 
     @model_validator(mode="after")
     def _speakers_need_names(self) -> "SpeechData":
@@ -121,6 +124,10 @@ class SpeechData(Section):
             raise RuleError("data.speech.split is 'speakers' but data.speech.source is 'embedded', whose test voices "
                             "are never in training anyway; use data.speech.source fsdd or folder, or "
                             "data.speech.split: official")
+        if self.extra_train_voices and self.source == "embedded":
+            raise RuleError("data.speech.extra_train_voices adds synthetic voices to real recordings, but "
+                            "data.speech.source is 'embedded' (synthetic already); raise "
+                            "data.speech.embedded.train_voices instead, or set extra_train_voices: 0")
         return self
 
 

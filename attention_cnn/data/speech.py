@@ -18,6 +18,11 @@ Sources (``data.speech.source``):
   and ``.mp3`` (see :mod:`attention_cnn.data.audio`); other audio types (``.m4a``, ``.aiff``...)
   are bad files; anything else (notes, ``.DS_Store``) is ignored.
 
+Synthetic voices in training (``data.speech.extra_train_voices``, fsdd and folder): that many espeak-ng voices
+from the whole voice grid speak the ten digits (``data.speech.embedded``'s takes, noise and seed) into
+``synthetic/recordings/``, every clip in the train split, never test. ``source.json`` counts them
+(``extra_train_voices``, ``extra_train_clips``); its speakers and split sentence name the real speakers.
+
 Bad input
 ---------
 Every recording, of every source, is decoded once here (:func:`attention_cnn.data.audio.read_audio`).
@@ -92,6 +97,7 @@ SKIPPED_HEADER = ["file", "split", "reason"]
 SKIPPED_FILE = "skipped.csv"
 SPLITS = ("train", "test")
 SHOW = 3  # examples named in a warning line
+SYNTHETIC_DIR = "synthetic"  # data.speech.extra_train_voices: their recordings, beside the real ones
 
 
 class BadFiles:
@@ -349,6 +355,20 @@ def collect_embedded(cfg: SpeechEmbedded, out: Path) -> list[dict[str, Any]]:
                                    noise_snr_db=float(cfg.noise_snr_db), seed=cfg.seed)
 
 
+def collect_extra_train(cfg: SpeechData, out: Path) -> list[dict[str, Any]]:
+    """``data.speech.extra_train_voices`` synthetic voices in ``out/synthetic/``, every row in the train split.
+
+    Drawn from the whole voice grid (any accent, timbre, rate, pitch) with ``data.speech.embedded``'s takes, noise
+    and seed; the real test speakers are never among them."""
+    from attention_cnn.data import synth
+
+    emb = cfg.embedded
+    voices = synth.voice_grid(cfg.extra_train_voices, emb.seed)
+    rows = synth.synthesize_digits(out / SYNTHETIC_DIR, voices, [], takes_per_voice=emb.takes_per_voice,
+                                   noise_snr_db=float(emb.noise_snr_db), seed=emb.seed)
+    return [dict(r, file=f"{SYNTHETIC_DIR}/{r['file']}", split="train") for r in rows]
+
+
 def collect_fsdd(cfg: SpeechData, out: Path, checksums: Path) -> list[dict[str, Any]]:
     """The FSDD archive's recordings in ``out`` and their manifest rows, under ``split``."""
     from attention_cnn.data.download import download
@@ -381,6 +401,14 @@ def fetch(data: Data, out: Path, checksums: Path = fsdd.CHECKSUM_FILE) -> dict[s
             root = Path(cfg.path)
             rows = apply_split(collect_folder(root, cfg.labels, tmp, bad, notes), split_rule, test_speakers)
             origin = f"folder {root}"
+        if cfg.extra_train_voices:
+            not_digits = sorted({str(r["label"]) for r in rows} - {str(d) for d in range(10)}, key=_label_key)
+            if not_digits:
+                raise StageError(f"data.speech.extra_train_voices: the synthetic voices speak the digits 0-9, but "
+                                 f"the recordings have other labels ({_examples(not_digits)}); set "
+                                 "data.speech.extra_train_voices: 0")
+            rows = rows + check_rows(collect_extra_train(cfg, tmp), tmp, bad, notes)
+            origin += f" + {cfg.extra_train_voices} espeak-ng voices in train"
         rows = sorted(rows, key=lambda r: r["file"])
         counts = {s: sum(1 for r in rows if r["split"] == s) for s in SPLITS}
         for split, n in counts.items():
@@ -391,13 +419,18 @@ def fetch(data: Data, out: Path, checksums: Path = fsdd.CHECKSUM_FILE) -> dict[s
         duplicates = duplicates_across_splits(rows)
         write_csv_rows(tmp / "manifest.csv", MANIFEST_HEADER, [[r[k] for k in MANIFEST_HEADER] for r in rows])
         write_csv_rows(tmp / SKIPPED_FILE, SKIPPED_HEADER, sorted(bad.skipped, key=lambda r: (r[1], r[0])))
+        real = [r for r in rows if not str(r["file"]).startswith(f"{SYNTHETIC_DIR}/")]
         info = {"dataset": "speech", "source": source, "origin": origin, "counts": counts,
                 "labels": sorted({str(r["label"]) for r in rows}),
-                "speakers": {s: sorted({r["speaker"] for r in rows if r["split"] == s}) for s in SPLITS},
+                "speakers": {s: sorted({r["speaker"] for r in real if r["split"] == s}) for s in SPLITS},
+                "extra_train_voices": cfg.extra_train_voices, "extra_train_clips": len(rows) - len(real),
                 "on_bad_file": bad.mode, "skipped": len(bad.skipped),
                 "duplicates_across_splits": len(duplicates), "silent": len(notes.silent)}
-        summary = split_summary(source, split_rule, test_speakers, rows)
+        summary = split_summary(source, split_rule, test_speakers, real)
         info.update({k: v for k, v in summary.items() if k != "speakers"})
+        if cfg.extra_train_voices:
+            info["split_description"] += (f"; plus {len(rows) - len(real):,} clips of {cfg.extra_train_voices} "
+                                          "synthetic espeak-ng voices in train only (`data.speech.extra_train_voices`)")
         atomic_write_json(tmp / "source.json", info)
     for line in _warning_lines(out, bad, notes, duplicates):
         warn(line)

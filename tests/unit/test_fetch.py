@@ -190,3 +190,43 @@ def test_embedded_speech_source_writes_manifest_and_disjoint_speakers(tmp_path):
     assert info["counts"] == {"train": 20, "test": 10}
     assert not set(info["speakers"]["train"]) & set(info["speakers"]["test"])
     assert json.loads((tmp_path / "out" / "source.json").read_text())["source"] == "embedded"
+
+
+# ---------- speech: synthetic voices in training ----------
+
+def test_extra_train_voices_go_to_train_only_and_leave_the_real_split_alone(tmp_path):
+    root = tmp_path / "mine"
+    for digit in range(10):
+        write_wav(root / "train" / f"{digit}_alice_0.wav")
+        write_wav(root / "test" / f"{digit}_bob_0.wav")
+    data = config({"data.speech.source": "folder", "data.speech.path": str(root), "data.speech.labels": "prefix",
+                   "data.speech.extra_train_voices": 2, "data.speech.embedded.noise_snr_db": 30.0}).data
+    info = fetch_speech.fetch(data, tmp_path / "out")
+    rows = read_csv_dicts(tmp_path / "out" / "manifest.csv")
+    synthetic = [r for r in rows if r["file"].startswith("synthetic/recordings/")]
+    assert len(synthetic) == 20 and {r["split"] for r in synthetic} == {"train"}
+    assert sorted(int(r["label"]) for r in synthetic) == sorted(list(range(10)) * 2)
+    assert {r["split"] for r in rows if r["speaker"] == "bob"} == {"test"} and len(rows) == 40
+    assert info["counts"] == {"train": 30, "test": 10}
+    assert info["extra_train_voices"] == 2 and info["extra_train_clips"] == 20
+    assert info["speakers"] == {"train": ["alice"], "test": ["bob"]}
+    assert "plus 20 clips of 2 synthetic espeak-ng voices in train only" in info["split_description"]
+    for r in synthetic:
+        assert r["sha256"] == sha256_file(tmp_path / "out" / r["file"]) and int(r["sample_rate_hz"]) > 8000
+    # deterministic: the same voices and bytes again
+    fetch_speech.fetch(data, tmp_path / "again")
+    assert read_csv_dicts(tmp_path / "again" / "manifest.csv") == rows
+
+
+def test_extra_train_voices_refused_for_non_digit_labels_and_embedded_source(tmp_path):
+    root = tmp_path / "mine"
+    for split in ("train", "test"):
+        write_wav(root / split / "yes" / "a.wav")
+    data = config({"data.speech.source": "folder", "data.speech.path": str(root), "data.speech.labels": "subfolder",
+                   "data.speech.extra_train_voices": 1}).data
+    with pytest.raises(StageError, match=r"extra_train_voices: the synthetic voices speak the digits 0-9, but the "
+                                         r"recordings have other labels \(yes\)"):
+        fetch_speech.fetch(data, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(StageError, match="data.speech.extra_train_voices adds synthetic voices to real recordings"):
+        config({"data.speech.source": "embedded", "data.speech.extra_train_voices": 3})
