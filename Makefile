@@ -41,7 +41,7 @@ repro: $(STAMP)
 
 # The whole suite (what CI runs): tests/unit, then tests/pipeline (real dvc repro, remotes, browser, distribute).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The edit-test loop: unit tests that need no TensorFlow model training (well under a minute).
 test-fast: $(STAMP)

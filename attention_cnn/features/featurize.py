@@ -51,8 +51,9 @@ def fit_length(samples: np.ndarray, clip_samples: int) -> np.ndarray:
     return np.pad(samples, (0, clip_samples - len(samples)))
 
 
-def _fast_lengths(limit: int = 2 ** 31) -> np.ndarray:
-    """Every 2**a * 3**b * 5**c up to ``limit``, sorted: FFT lengths with small factors only (about 1,400 numbers)."""
+def _fast_lengths(limit: int = 2 ** 31 - 1) -> np.ndarray:
+    """Every 2**a * 3**b * 5**c up to ``limit``, sorted: FFT lengths with small factors only (about 1,400 numbers; the
+    limit keeps every one an int32, the type tf.signal.rfft takes)."""
     out, p2 = [], 1
     while p2 <= limit:
         p3 = p2

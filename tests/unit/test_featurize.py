@@ -60,6 +60,13 @@ def test_resample_is_scipy_signal_resample_of_the_padded_clip(n, rate_in, rate_o
     np.testing.assert_allclose(out, expected, atol=2e-6)
 
 
+def test_fast_lengths_are_sorted_5_smooth_and_fit_the_int32_fft_length():
+    lengths = featurize.FAST_LENGTHS
+    assert np.all(np.diff(lengths) > 0) and lengths[0] == 1 and int(lengths[-1]) <= np.iinfo(np.int32).max
+    assert 2 ** 30 in lengths and 2 ** 31 not in lengths and 3 ** 19 in lengths
+    assert all(set(sympy_free_factors(int(n))) <= {2, 3, 5} for n in lengths[:200])
+
+
 def sympy_free_factors(n: int) -> list[int]:
     """Prime factors of n (trial division; n is small)."""
     out, p = [], 2
