@@ -591,34 +591,34 @@ def inference(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def resamplers(a: dict[str, Any]) -> dict[str, Any]:
-    """ms per clip of featurize's resampler and of tensorflow-io's (the one featurize and exports used before) on
-    the same decoded clips (``raw``'s WAVs) to ``rate_hz``. Each clip once for warm-up, then ``rounds`` rounds in
-    alternating order; the median round per side."""
+    """ms per clip of three resamplers on the same decoded clips (``raw``'s WAVs) to ``rate_hz``: featurize's
+    (the FFT resampler over a chunk of ``chunk`` clips per call), the same resampler a clip per call (as an
+    export runs it) and tensorflow-io's (the one featurize and exports used before). A warm-up pass, then
+    ``rounds`` rounds in alternating order; the median round per side."""
     _ours()
     import tensorflow_io as tfio
 
     from attention_cnn.data.audio import read_audio
-    from attention_cnn.features.featurize import resample
+    from attention_cnn.features.featurize import resample, resample_many
 
     clips = [read_audio(p) for p in sorted(Path(a["raw"]).rglob("*.wav"))[: a["clips"]]]
-    rate = a["rate_hz"]
+    rate, step = a["rate_hz"], a["chunk"]
     sides = {
-        "featurize": lambda x, r: resample(x, r, rate),
-        "tensorflow_io": lambda x, r: tfio.audio.resample(x[:, None], rate_in=r, rate_out=rate).numpy(),
+        "featurize_chunked": lambda: [resample_many(clips[i:i + step], rate) for i in range(0, len(clips), step)],
+        "clip_per_call": lambda: [resample(x, r, rate) for x, r in clips],
+        "tensorflow_io": lambda: [tfio.audio.resample(x[:, None], rate_in=r, rate_out=rate).numpy() for x, r in clips],
     }
     times: dict[str, list[float]] = {k: [] for k in sides}
     for fn in sides.values():
-        for x, r in clips:
-            fn(x, r)
+        fn()
     names = list(sides)
     for i in range(a["rounds"]):
         for name in (names if i % 2 == 0 else names[::-1]):
             start = time.perf_counter()
-            for x, r in clips:
-                sides[name](x, r)
+            sides[name]()
             times[name].append((time.perf_counter() - start) / len(clips) * 1000)
     return {"ms_per_clip": {k: round(statistics.median(v), 3) for k, v in times.items()},
-            "clips": len(clips), "input_rates_hz": sorted({r for _, r in clips}), "rate_hz": rate}
+            "clips": len(clips), "chunk_clips": step, "input_rates_hz": sorted({r for _, r in clips}), "rate_hz": rate}
 
 
 WORKERS = {f.__name__: f for f in (resamplers, featurize_ours, study_featurize, storage, accuracy, epoch_ours, study_epoch,

@@ -263,3 +263,13 @@ def test_speed_page_marks_keys_not_measurable_here(tmp_path):
     assert "| `featurize_speedup_vs_study` | 0.97 | - | - |" in block  # reported, no goal
     assert "| `gate_cost_ratio` | 700 | 1,050 | 1,400 | 1.33 |" in block  # GateConv's measured gain
     assert "gate output 4e-07, kernel gradient 0.0098 (largest gradient 237)" in block
+
+
+def test_speed_page_lists_both_resampler_levers_from_the_runs_numbers():
+    from bench.run import levers_markdown
+
+    lever = {"ms_per_clip": {"featurize_chunked": 0.9, "clip_per_call": 1.8, "tensorflow_io": 45.0},
+             "speedup_vs_tensorflow_io": 50.0, "speedup_chunk_vs_clip_per_call": 2.0}
+    rows = dict(levers_markdown({"levers": {"resampler": lever}}))
+    assert rows["featurize: FFT resampler vs tensorflow-io's, per 44.1 kHz clip"] == "0.9 vs 45.0 ms (50.0x)"
+    assert rows["featurize: the resampler over a chunk per call vs a clip per call"] == "0.9 vs 1.8 ms (2.0x)"

@@ -60,6 +60,21 @@ def test_resample_is_scipy_signal_resample_of_the_padded_clip(n, rate_in, rate_o
     np.testing.assert_allclose(out, expected, atol=2e-6)
 
 
+def test_resample_many_is_resample_clip_by_clip_bit_for_bit():
+    """featurize resamples a chunk in one call; each clip must come out as the clip-at-a-time resampler (and so an
+    export) gives it: same bits, whatever the rates and lengths around it."""
+    rng = np.random.default_rng(0)
+    clips = [(rng.standard_normal(n).astype(np.float32), rate) for n, rate in
+             [(66150, 44100), (8000, 8000), (10342, 22050), (7, 44100), (4001, 48000), (1, 16000), (23000, 44100)]]
+    many = featurize.resample_many(clips, 8000)
+    assert len(many) == len(clips)
+    for (x, rate), got in zip(clips, many):
+        want = featurize.resample(x, rate, 8000)
+        assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want), (len(x), rate)
+    assert many[1] is clips[1][0]                       # a clip at the output rate is passed through
+    assert featurize.resample_many([(clips[1][0], 8000)], 8000)[0] is clips[1][0]
+
+
 def test_fast_lengths_are_sorted_5_smooth_and_fit_the_int32_fft_length():
     lengths = featurize.FAST_LENGTHS
     assert np.all(np.diff(lengths) > 0) and lengths[0] == 1 and int(lengths[-1]) <= np.iinfo(np.int32).max
