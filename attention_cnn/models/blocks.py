@@ -21,23 +21,55 @@ def spatial_attention_gate(x, kernel_size: int = 3, name: str = "attention"):
 
 @keras.saving.register_keras_serializable(package="attention_cnn", name="GateConv")
 class GateConv(layers.Conv2D):
-    """``keras.layers.Conv2D`` with one output channel, computed as a depthwise convolution and a sum over channels.
+    """``keras.layers.Conv2D`` with one output channel, computed as a 1x1 convolution to one map per kernel tap
+    and a sum of those maps, each shifted by its tap's offset.
 
     Same config, same weights (kernel ``(k, k, C, 1)``, bias ``(1,)``), same parameter count and the same
-    arithmetic: ``sum_c sum_ij x[i, j, c] w[i, j, c]``, only summed in another order (float32 rounding).
+    arithmetic: ``sum_ij sum_c x[i, j, c] w[i, j, c]``, only summed in another order (float32 rounding).
     Why: the library kernels handle a convolution to one channel, and above all its two gradients, poorly
-    on CPUs; a depthwise convolution and a channel sum are shapes they handle well (``make bench``:
-    ``gate_cost_ratio``, docs/speed.md). Training builds this layer; :func:`portable` saves a plain
-    ``Conv2D`` with the same config and weights, so model.keras loads without this module. Other shapes
-    (several filters, strides, dilation, groups, channels_first) use Conv2D's own code.
+    on CPUs. Here the only pass over the C-channel input is a matrix product to ``k*k`` maps (forward, and
+    one for each gradient); the shifts and sums, forward and back, touch those ``k*k`` one-channel maps only
+    (``make bench``: ``gate_cost_ratio``, docs/speed.md). Training builds this layer; :func:`portable` saves a
+    plain ``Conv2D`` with the same config and weights, so model.keras loads without this module. Other shapes
+    (several filters, strides, dilation, groups, channels_first) and other backends use Conv2D's own code.
     """
 
     def convolution_op(self, inputs, kernel):
         if self.filters != 1 or self.groups != 1 or self.data_format != "channels_last" \
-                or any(s != 1 for s in self.strides) or any(d != 1 for d in self.dilation_rate):
+                or any(s != 1 for s in self.strides) or any(d != 1 for d in self.dilation_rate) \
+                or keras.backend.backend() != "tensorflow":
             return super().convolution_op(inputs, kernel)
-        per_channel = keras.ops.depthwise_conv(inputs, kernel, strides=1, padding=self.padding)  # (B, H, W, C)
-        return keras.ops.sum(per_channel, axis=-1, keepdims=True)
+        return _one_channel_conv(inputs, kernel, self.padding)
+
+
+def _one_channel_conv(x, kernel, padding: str):
+    """``conv2d(x, kernel)`` for x (B, H, W, C), kernel (kh, kw, C, 1), stride 1, ``same`` or ``valid``."""
+    import tensorflow as tf
+
+    kh, kw, channels = int(kernel.shape[0]), int(kernel.shape[1]), int(kernel.shape[2])
+    taps = [(i, j) for i in range(kh) for j in range(kw)]
+    # TensorFlow's "same": (k - 1) // 2 before, the rest after
+    top, left = ((kh - 1) // 2, (kw - 1) // 2) if padding == "same" else (0, 0)
+    bottom, right = (kh - 1 - top, kw - 1 - left) if padding == "same" else (0, 0)
+    w = tf.reshape(tf.transpose(kernel[..., 0], [2, 0, 1]), [channels, kh * kw])   # (C, taps), tap = i * kw + j
+    maps = tf.einsum("bhwc,ct->tbhw", x, w)                                         # one pass over x
+
+    @tf.custom_gradient
+    def shifted_sum(y):
+        """(taps, B, H, W) -> (B, Ho, Wo): out[b, r, s] = sum over taps (i, j) of padded y[(i, j), b, r + i, s + j]."""
+        height, width = tf.shape(y)[2], tf.shape(y)[3]
+        out_h, out_w = height + top + bottom - kh + 1, width + left + right - kw + 1
+        padded = tf.pad(y, [[0, 0], [0, 0], [top, bottom], [left, right]])
+        out = tf.add_n([padded[i * kw + j, :, i:i + out_h, j:j + out_w] for i, j in taps])
+
+        def grad(d):   # each tap's map gets d shifted back by its offset (zeros where it fell off the edge)
+            wide = tf.pad(d, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1]])
+            return tf.stack([wide[:, top + kh - 1 - i:top + kh - 1 - i + height,
+                                  left + kw - 1 - j:left + kw - 1 - j + width] for i, j in taps])
+
+        return out, grad
+
+    return shifted_sum(maps)[..., None]
 
 
 @keras.saving.register_keras_serializable(package="attention_cnn", name="FastDropout")

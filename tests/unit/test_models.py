@@ -104,8 +104,10 @@ def test_fast_dropout_runs_in_bfloat16_and_under_tf_function():
 
 # --------------------------------------------------------------------------- GateConv (issue #16)
 
-@pytest.mark.parametrize("shape,kernel_size", [((2, 9, 7, 4), 3), ((1, 12, 10, 32), 3), ((2, 8, 8, 3), 5)])
-def test_gate_conv_computes_what_conv2d_computes_forward_and_backward(shape, kernel_size):
+@pytest.mark.parametrize("shape,kernel_size,padding", [((2, 9, 7, 4), 3, "same"), ((1, 12, 10, 32), 3, "same"),
+                                                       ((2, 8, 8, 3), 5, "same"), ((2, 9, 6, 5), 4, "same"),
+                                                       ((2, 9, 7, 4), 3, "valid"), ((1, 7, 8, 2), 2, "valid")])
+def test_gate_conv_computes_what_conv2d_computes_forward_and_backward(shape, kernel_size, padding):
     """Same weights in a GateConv and a Conv2D: outputs and all three gradients agree to float32 rounding."""
     import numpy as np
     import tensorflow as tf
@@ -114,8 +116,8 @@ def test_gate_conv_computes_what_conv2d_computes_forward_and_backward(shape, ker
     from attention_cnn.models.blocks import GateConv
 
     x = tf.random.normal(shape, seed=5)
-    fast = GateConv(1, kernel_size, padding="same", activation="sigmoid")
-    plain = layers.Conv2D(1, kernel_size, padding="same", activation="sigmoid")
+    fast = GateConv(1, kernel_size, padding=padding, activation="sigmoid")
+    plain = layers.Conv2D(1, kernel_size, padding=padding, activation="sigmoid")
     fast.build(shape)
     plain.build(shape)
     plain.set_weights([w + 0.1 for w in fast.get_weights()])   # a non-zero bias
@@ -126,7 +128,7 @@ def test_gate_conv_computes_what_conv2d_computes_forward_and_backward(shape, ker
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x)
-            loss = tf.reduce_sum(tf.sin(3 * y) * x[..., :1])   # not a plain sum: every gradient term matters
+            loss = tf.reduce_sum(tf.sin(3 * y) * x[:, :y.shape[1], :y.shape[2], :1])   # every gradient term matters
         results.append([y, *tape.gradient(loss, [x, *layer.trainable_weights])])
     for a, b in zip(*results):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
