@@ -30,6 +30,7 @@ METRICS_FILE, PREDICTIONS_FILE, ATTENTION_DIR = "metrics.json", "predictions.csv
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 PREDICTION_COLUMNS = ("index", "actual", "predicted", "confidence")
+PROBABILITY_PREFIX = "p_"   # then one column per class, "p_<class name>": the model's probability of it
 # summary.json keys evaluate needs (``features`` and ``best_val_accuracy`` may be absent in older files)
 SUMMARY_KEYS = ("dataset", "variant", "seed", "epochs_run", "train_time_s")
 
@@ -183,11 +184,17 @@ def read_metrics(path: PathLike, dataset: str, variant: str, seed: int) -> dict[
     return rec
 
 
-def write_predictions(path: PathLike, rows: Sequence[Sequence[Any]]) -> None:
-    """Rows of (test example index, actual class name, predicted class name, confidence of the prediction)."""
-    write_csv_rows(path, list(PREDICTION_COLUMNS), list(rows))
+def write_predictions(path: PathLike, rows: Sequence[Sequence[Any]], class_names: Sequence[str] = ()) -> None:
+    """Rows of (test example index, actual class name, predicted class name, confidence of the prediction, then
+    the probability of each of ``class_names``, in that order)."""
+    write_csv_rows(path, [*PREDICTION_COLUMNS, *(PROBABILITY_PREFIX + str(n) for n in class_names)], list(rows))
 
 
 def read_predictions(path: PathLike) -> pd.DataFrame:
     """One run's predictions.csv with actual/predicted kept as strings (class names such as "0")."""
     return _read_csv(Path(path), PREDICTION_COLUMNS, dtype={"actual": str, "predicted": str}, keep_default_na=False)
+
+
+def probability_columns(predictions: pd.DataFrame) -> list[str]:
+    """The per-class probability columns of :func:`read_predictions`' frame (none in files written before them)."""
+    return [c for c in predictions.columns if str(c).startswith(PROBABILITY_PREFIX)]

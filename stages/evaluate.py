@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     params_guard.check(f"evaluate of {args.model_dir}")  # before any output is written
     if args.attention_dir is not None:
         write_attention_dir(args.attention_dir, result.attention_index, result.attention_images)
-    runs.write_predictions(args.predictions, result.rows)
+    runs.write_predictions(args.predictions, result.rows, result.metrics["class_names"])
     runs.write_metrics(args.metrics, metrics)
     maps = ""
     if args.attention_dir is not None:

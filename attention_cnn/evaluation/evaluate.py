@@ -1,7 +1,7 @@
 """evaluate: test-set metrics, per-class precision/recall, predictions and timing of one trained model.
 
 Outputs (formats: :mod:`attention_cnn.runs`): ``--metrics`` (``metrics.json``),
-``--predictions`` (``predictions.csv``: ``index,actual,predicted,confidence``; DVC
+``--predictions`` (``predictions.csv``: ``index,actual,predicted,confidence,p_<class>...``; DVC
 renders it as a confusion matrix) and ``--attention-dir``: attention maps of a fixed
 set of test examples and of the misclassified ones, overlaid on the input, with an
 ``index.json`` (always written; no blocks and no images for a model without
@@ -145,7 +145,7 @@ def run_evaluation(model_dir: Path, features_dir: Path, summary_file: Path, sett
         "per_class": per_class_scores(actual, predicted, names),
         "confusion": confusion_matrix(actual, predicted, len(names)).tolist(),
     }
-    rows = [[int(i), names[a], names[p], round(float(probs[j, p]), 6)]
+    rows = [[int(i), names[a], names[p], round(float(probs[j, p]), 6), *(round(float(q), 6) for q in probs[j])]
             for j, (i, a, p) in enumerate(zip(index_list, actual, predicted))]
     result = Evaluation(metrics, rows)
     if attention:

@@ -9,6 +9,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from attention_cnn import runs
 from attention_cnn.common import StageError
 from attention_cnn.models import available, variant_info
 from attention_cnn.report import stats
@@ -23,6 +24,8 @@ COMPARISON_COLUMNS = [
 ]
 # verdict_basis: which test a comparison's verdict rests on (stats.MIN_SEEDS seeds or more: the seed-level one)
 BASIS_SEED, BASIS_POOLED = "seed-level", "pooled"
+# ensembles(): accuracies are fractions; gain = accuracy - seed_accuracy_mean
+ENSEMBLE_COLUMNS = ["dataset", "variant", "n_seeds", "seeds", "num_test", "accuracy", "seed_accuracy_mean", "gain"]
 CURVE_COLUMNS = ["epoch", "variant", "seed", "split", "accuracy", "loss"]
 TIMING_COLUMNS = ["dataset", "variant", "train_time_s", "latency_ms_p50"]
 # Means written to metrics.json and how many decimals each keeps.
@@ -88,15 +91,9 @@ def compare_variants(eval_dir, sel: Selection, n_boot: int = N_BOOT, seed: int =
     and give the accuracy difference (variant - baseline, a fraction), its paired bootstrap CI and the exact
     McNemar p-value. The same per-seed vectors, kept apart, give the seed-level test (per-seed differences,
     paired t-test, hierarchical bootstrap CI); ``verdict_basis`` says which of the two the verdict rests on.
-    ``predictions``: already loaded files by (dataset, variant, seed), read otherwise.
+    ``predictions``: already loaded files by (dataset, variant, seed), read otherwise (and added to it).
     """
-    cache = dict(predictions or {})
-
-    def get(d: str, v: str, s: int) -> pd.DataFrame:
-        if (d, v, s) not in cache:
-            cache[(d, v, s)] = load_predictions(eval_dir, d, v, s)
-        return cache[(d, v, s)]
-
+    get = _loader(eval_dir, predictions)
     rows = []
     seeds = sorted(sel.seeds)
     for d in sorted(sel.datasets):
@@ -124,6 +121,55 @@ def compare_variants(eval_dir, sel: Selection, n_boot: int = N_BOOT, seed: int =
                 "verdict_basis": BASIS_SEED if by_seed.tested else BASIS_POOLED,
             })
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def _loader(eval_dir, predictions: dict[tuple[str, str, int], pd.DataFrame] | None):
+    """``get(dataset, variant, seed)``: that run's predictions, read once (into ``predictions`` when given)."""
+    cache = predictions if predictions is not None else {}
+
+    def get(d: str, v: str, s: int) -> pd.DataFrame:
+        if (d, v, s) not in cache:
+            cache[(d, v, s)] = load_predictions(eval_dir, d, v, s)
+        return cache[(d, v, s)]
+
+    return get
+
+
+# --------------------------------------------------------------------------- ensembles of the seeds
+
+def ensembles(eval_dir, sel: Selection,
+              predictions: dict[tuple[str, str, int], pd.DataFrame] | None = None) -> pd.DataFrame:
+    """One row per data set x variant with two seeds or more: ENSEMBLE_COLUMNS.
+
+    The ensemble averages the class probabilities of the seeds' models (predictions.csv's ``p_<class>`` columns,
+    joined on the test example's index) and predicts the most probable class (the first on a tie). It is a model
+    of its own, with the seeds' combined cost at prediction, not a mean over seeds; ``gain`` is its accuracy
+    minus the mean of the seeds' own. Runs whose files lack the probability columns (written before they
+    existed) get no row.
+    """
+    seeds = sorted(sel.seeds)
+    rows = []
+    get = _loader(eval_dir, predictions)
+    for d in sorted(sel.datasets) if len(seeds) >= 2 else []:
+        for v in sorted(sel.variants):
+            frames = [get(d, v, s) for s in seeds]
+            columns = runs.probability_columns(frames[0])
+            if not columns or any(runs.probability_columns(f) != columns for f in frames):
+                continue
+            for s, frame in zip(seeds[1:], frames[1:]):   # same examples, same labels (one-line errors otherwise)
+                paired_correctness(frames[0], frame, predictions_path(eval_dir, d, v, seeds[0]),
+                                   predictions_path(eval_dir, d, v, s))
+            aligned = [f.assign(index=f["index"].astype("int64")).set_index("index") for f in frames]
+            aligned = [a.loc[aligned[0].index] for a in aligned]
+            mean_probs = np.mean([a[columns].to_numpy(np.float64) for a in aligned], axis=0)
+            names = np.array([c[len(runs.PROBABILITY_PREFIX):] for c in columns], dtype=object)
+            actual = aligned[0]["actual"].to_numpy(dtype=object)
+            accuracy = float(np.mean(names[mean_probs.argmax(axis=1)] == actual))
+            seed_mean = float(np.mean([np.mean(a["predicted"].to_numpy(dtype=object) == actual) for a in aligned]))
+            rows.append({"dataset": d, "variant": v, "n_seeds": len(seeds), "seeds": " ".join(map(str, seeds)),
+                         "num_test": len(actual), "accuracy": _fraction(accuracy),
+                         "seed_accuracy_mean": _fraction(seed_mean), "gain": _fraction(accuracy - seed_mean)})
+    return pd.DataFrame(rows, columns=ENSEMBLE_COLUMNS)
 
 
 # --------------------------------------------------------------------------- per-run tables

@@ -15,11 +15,11 @@ import pandas as pd
 from attention_cnn.evaluation import attention_maps
 from attention_cnn.models import available, variant_info
 from attention_cnn.report import stats
-from attention_cnn.report.compare import COMPARISON_COLUMNS, N_BOOT, baseline_of, comparison_pairs
+from attention_cnn.report.compare import COMPARISON_COLUMNS, ENSEMBLE_COLUMNS, N_BOOT, baseline_of, comparison_pairs
 from attention_cnn.report.load import AttentionRun, InputInfo, Selection
 from attention_cnn.report.tables import (STUDY_NOTE, and_list, comparison_table, comparisons_table, difference_lines,
-                                         fmt_sources, interval_kind, per_class_table, runs_table, study_table,
-                                         verdict_lines)
+                                         ensembles_table, fmt_sources, interval_kind, per_class_table, runs_table,
+                                         study_table, verdict_lines)
 
 TITLE = "Does attention help a small CNN?"
 SD_BAND = ", band = \u00b1 1 sd"
@@ -177,11 +177,13 @@ def baseline_for(variants: Sequence[str]) -> str:
 def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[dict[str, Any]],
                  sel: Selection, figures: FigureSet, inputs: dict[str, InputInfo] | None = None,
                  comparisons: pd.DataFrame | None = None, alpha: float = stats.ALPHA,
-                 n_boot: int = N_BOOT, attention: dict[tuple[str, str], AttentionRun] | None = None) -> list[Block]:
+                 n_boot: int = N_BOOT, attention: dict[tuple[str, str], AttentionRun] | None = None,
+                 ensembles: pd.DataFrame | None = None) -> list[Block]:
     """The report as a list of blocks, rendered to Markdown and HTML alike.
 
     ``comparisons``: :func:`attention_cnn.report.compare.compare_variants`'s table; without it the report has no
     paired tests. ``attention``: :func:`attention_cnn.report.load.load_attention`'s runs; without it no maps.
+    ``ensembles``: :func:`attention_cnn.report.compare.ensembles`' table; without rows no ensemble section.
     """
     inputs = inputs or {}
     comparisons = comparisons if comparisons is not None else pd.DataFrame(columns=COMPARISON_COLUMNS)
@@ -248,6 +250,15 @@ def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[di
         ))
         blocks.append(_table(comparisons_table(comparisons, alpha),
                              "Each attention variant against its baseline without attention (reports/comparisons.csv)"))
+
+    ensembles = ensembles if ensembles is not None else pd.DataFrame(columns=ENSEMBLE_COLUMNS)
+    if len(ensembles):
+        blocks.append(Heading(2, "Ensembles of the seeds"))
+        blocks.append(Para(
+            "Each variant's seed models as one model: the ensemble averages their class probabilities for each test "
+            "example and predicts the most probable class. It is a variant of its own, with all the seeds' cost at "
+            "prediction time, not a mean over seeds; the gain is its accuracy minus the mean of the single models'."))
+        blocks.append(_table(ensembles_table(ensembles), "Ensembles of the seeds' models (reports/ensembles.csv)"))
 
     for d in datasets:
         blocks += _dataset_section(df, per_class, records, sel, figures, inputs, comparisons, alpha, d, variants, n)

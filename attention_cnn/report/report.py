@@ -14,6 +14,7 @@ and writes into ``out_dir``::
     comparisons.csv                  each attention variant vs its no-attention baseline: pooled over seeds (paired
                                      bootstrap CI, exact McNemar p) and with the seed as the unit (paired t-test,
                                      hierarchical bootstrap CI), and which one the verdict rests on (stats.py)
+    ensembles.csv                    per dataset x variant with 2+ seeds: the seeds' models averaged (compare.py)
     metrics.json                     {dataset: {variant: {mean metric: value}}} for `dvc exp show`
     plots/learning_curves_{d}.csv    long format for DVC plots
     plots/timing.csv                 mean train time and p50 latency per dataset x variant
@@ -49,8 +50,9 @@ import pandas as pd
 from attention_cnn.common import (StageError, atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text,
                                   write_csv_rows)
 from attention_cnn.report import stats
-from attention_cnn.report.compare import (BOOTSTRAP_SEED, COMPARISON_COLUMNS, CURVE_COLUMNS, N_BOOT, TIMING_COLUMNS,
-                                          compare_variants, curves_for_dataset, summary_metrics, timing_frame)
+from attention_cnn.report.compare import (BOOTSTRAP_SEED, COMPARISON_COLUMNS, CURVE_COLUMNS, ENSEMBLE_COLUMNS, N_BOOT,
+                                          TIMING_COLUMNS, compare_variants, curves_for_dataset, ensembles,
+                                          summary_metrics, timing_frame)
 from attention_cnn.report.document import build_report, figure_paths
 from attention_cnn.report.figures import attention_images, make_figures
 from attention_cnn.report.load import (RESULT_COLUMNS, Selection, combos, load_all_metrics, load_attention,
@@ -88,14 +90,15 @@ def write_report(sel: Selection, eval_dir: Union[str, Path], train_dir: Union[st
                    for d, v, _ in combos(sel.datasets, sel.variants, sel.seeds[:1])}
     inputs = load_input_info(raw_dir, sel.datasets)
     attention = load_attention(eval_dir, sel.datasets, sel.variants, sel.seeds[0])
-    comparisons = compare_variants(eval_dir, sel, n_boot, bootstrap_seed,
-                                   {(d, v, sel.seeds[0]): p for (d, v), p in predictions.items()})
+    loaded = {(d, v, sel.seeds[0]): p for (d, v), p in predictions.items()}
+    comparisons = compare_variants(eval_dir, sel, n_boot, bootstrap_seed, loaded)
+    ensemble = ensembles(eval_dir, sel, loaded)
 
     figs = figure_paths(sel)
     images = make_figures(df, histories, predictions, records, sel, figs)
     images.update(attention_images(attention))
     blocks = build_report(df, per_class, records, sel, figs, inputs, comparisons, alpha, n_boot,
-                          attention)
+                          attention, ensemble)
     markdown = render_markdown(blocks)
     page = render_html(blocks, images)
 
@@ -111,6 +114,7 @@ def write_report(sel: Selection, eval_dir: Union[str, Path], train_dir: Union[st
         write_csv_rows(tmp / "timing.csv", TIMING_COLUMNS, frame_rows(timing_frame(df), TIMING_COLUMNS))
     write_csv_rows(out / "results.csv", RESULT_COLUMNS, frame_rows(df, RESULT_COLUMNS))
     write_csv_rows(out / "comparisons.csv", COMPARISON_COLUMNS, frame_rows(comparisons, COMPARISON_COLUMNS))
+    write_csv_rows(out / "ensembles.csv", ENSEMBLE_COLUMNS, frame_rows(ensemble, ENSEMBLE_COLUMNS))
     atomic_write_json(out / "metrics.json", summary_metrics(df))
     atomic_write_text(out / "report.md", markdown)
     atomic_write_text(out / "report.html", page)

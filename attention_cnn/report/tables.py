@@ -239,6 +239,14 @@ def comparisons_table(comparisons: pd.DataFrame, alpha: float = stats.ALPHA) -> 
     return header, rows
 
 
+def ensembles_table(ensembles: pd.DataFrame) -> TableSpec:
+    header = ["data set", "variant", "seeds averaged", "ensemble accuracy (%)", "mean single-model accuracy (%)",
+              "gain (points)"]
+    rows = [[r.dataset, f"`{r.variant}` ensemble", str(r.seeds).replace(" ", ", "), f"{r.accuracy * 100:.2f}",
+             f"{r.seed_accuracy_mean * 100:.2f}", points(r.gain, 2)] for r in ensembles.itertuples(index=False)]
+    return header, rows
+
+
 def comparison_table(df: pd.DataFrame, dataset: str, variants: Sequence[str]) -> TableSpec:
     header = ["variant", "seeds", "test accuracy (%)", "test loss", "train time (s)", "test time (ms)",
               "p50 latency (ms)", "p50 file to label (ms)", "params", "epochs", "features", "source"]

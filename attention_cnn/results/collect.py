@@ -3,7 +3,8 @@
 A run of recipe ``r`` is the newest of: a DVC experiment named ``r`` (or ``r.<suffix>``) whose ``params.yaml``
 is the recipe on top of its baseline's ``params.yaml``, and the workspace when its ``params.yaml`` is the recipe
 on top of the committed one and its results are committed or up to date (``dvc status``). Any other data set
-location (``data.speech.url``) counts as the same recipe. Copied: ``results.csv``, ``comparisons.csv`` and
+location (``data.speech.url``) counts as the same recipe. Copied: ``results.csv``, ``comparisons.csv`` (and
+``ensembles.csv`` where the run wrote it) and
 ``params.yaml`` as the run wrote them, and ``run.json``: where the results came from (experiment, commits, date)
 and per training run its precision and machine (``summary.json``'s ``mixed_precision`` and ``machine``).
 A recipe with folds keeps each fold's run, the experiment ``<recipe>-<fold>``, in ``results/<recipe>/<fold>/``
@@ -31,6 +32,7 @@ from attention_cnn.results.folds import write_folds
 
 RESULTS_DIR = Path("results")
 RESULT_FILES = ("results.csv", "comparisons.csv")   # under reports/ in a run, copied as they are
+OPTIONAL_FILES = ("ensembles.csv",)                   # copied when the run wrote them (older runs did not)
 IGNORED_KEYS = {recipes.FSDD_URL_KEY}               # where the archive came from does not change the recipe
 SUMMARY = "reports/train/{dataset}/{variant}/seed{seed}/summary.json"
 
@@ -169,6 +171,10 @@ def write_run(out: Path, recipe: recipes.Recipe, cand: Candidate, config: Params
     try:
         for name in RESULT_FILES:
             (tmp / name).write_bytes(cand.read(f"reports/{name}") or b"")
+        for name in OPTIONAL_FILES:
+            data = cand.read(f"reports/{name}")
+            if data is not None:
+                (tmp / name).write_bytes(data)
         (tmp / "params.yaml").write_bytes(cand.read("params.yaml") or b"")
         (tmp / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)

@@ -27,7 +27,9 @@ mean ± sd (sample sd) over seeds. A comparison is the report's paired test: poo
 95 % CI and exact McNemar p), which counts the sampling of the test examples, not the training's own randomness;
 and, where the run wrote it, the seed-level test (per-seed differences, paired t-test over seeds, hierarchical
 bootstrap 95 % CI resampling seeds, then examples). With at least 3 seeds the verdict rests on the seed-level
-test; with fewer on the pooled one (the column "verdict rests on" says which).
+test; with fewer on the pooled one (the column "verdict rests on" says which). An ensemble, where a run has
+several seeds and recorded class probabilities, is one model averaging its seed models' probabilities: a
+variant of its own, with their combined cost at prediction time.
 """
 
 
@@ -147,7 +149,19 @@ def section(name: str, folder: Path) -> str:
     comparisons = read_csv(folder / "comparisons.csv")
     if comparisons:
         out += [comparison_table(comparisons), ""]
+    ensembles = read_csv(folder / "ensembles.csv")   # absent in runs from before the report wrote it
+    if ensembles:
+        out += [ensemble_table(ensembles), ""]
     return "\n".join(out)
+
+
+def ensemble_table(rows: list[dict[str, str]]) -> str:
+    """The report's ensembles of the seeds (one model averaging the seed models' class probabilities)."""
+    return table(["data set", "ensemble", "seeds averaged", "ensemble accuracy", "mean of the single models",
+                  "gain (points)"],
+                 [[r["dataset"], f"`{r['variant']}` x {r['n_seeds']}", r["seeds"].replace(" ", ", "),
+                   f"{100 * _num(r['accuracy']):.2f}", f"{100 * _num(r['seed_accuracy_mean']):.2f}",
+                   points(_num(r["gain"]), 2)] for r in rows])
 
 
 def render(results_dir: Path, root: Path = Path(".")) -> str:

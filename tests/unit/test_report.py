@@ -710,3 +710,41 @@ def test_runs_without_validation_data_report_an_empty_best_val_accuracy(tmp_path
     f.write_text(json.dumps(m))
     with pytest.raises(StageError, match="'test_loss' must be a number"):
         load.collect_results(paths["eval"], DATASETS, VARIANTS, SEEDS)
+
+
+# ----------------------------------------------------------------------------- ensembles of the seeds
+
+# per seed: p(class 0) of test examples 0..3 (true classes 0, 0, 1, 1); each seed alone gets 3 of 4 right
+ENSEMBLE_P0 = {0: [0.9, 0.4, 0.2, 0.3], 1: [0.45, 0.8, 0.3, 0.4], 2: [0.8, 0.7, 0.6, 0.2]}
+
+
+def test_ensemble_averages_the_seeds_probabilities_and_is_a_row_of_its_own(tmp_path):
+    """The ensemble of three seeds that each get 3 of 4 right gets 4 of 4 (averaged probabilities, examples joined
+    on their index whatever the row order); a variant whose files carry no probabilities gets no ensemble."""
+    paths = write_paired_tree(tmp_path, variants=["cnn", "cnn_attention"], seeds=[0, 1, 2])
+    actual = ["0", "0", "1", "1"]
+    for s, p0 in ENSEMBLE_P0.items():
+        rows = [f"{10 + i},{a},{0 if p >= 0.5 else 1},{max(p, 1 - p)},{p},{round(1 - p, 6)}"
+                for i, (a, p) in enumerate(zip(actual, p0))]
+        if s == 1:
+            rows.reverse()
+        (paths["eval"] / "speech" / "cnn" / f"seed{s}" / "predictions.csv").write_text(
+            "\n".join(["index,actual,predicted,confidence,p_0,p_1", *rows]) + "\n")
+        (paths["eval"] / "speech" / "cnn_attention" / f"seed{s}" / "predictions.csv").write_text(
+            "\n".join(["index,actual,predicted,confidence", *(r.rsplit(",", 2)[0] for r in rows)]) + "\n")
+    assert report_main(argv_for(paths) + ["--n-boot", "200"]) == 0
+    df = pd.read_csv(paths["out"] / "ensembles.csv", dtype={"seeds": str})
+    assert list(df.columns) == compare.ENSEMBLE_COLUMNS
+    assert df.to_dict("records") == [{"dataset": "speech", "variant": "cnn", "n_seeds": 3, "seeds": "0 1 2",
+                                      "num_test": 4, "accuracy": 1.0, "seed_accuracy_mean": 0.75, "gain": 0.25}]
+    md = (paths["out"] / "report.md").read_text(encoding="utf-8")
+    section = md.split("## Ensembles of the seeds")[1].split("\n## ")[0]
+    assert "| speech | `cnn` ensemble | 0, 1, 2 | 100.00 | 75.00 | +25.00 |" in section
+    assert "`cnn_attention` ensemble" not in md
+
+
+def test_one_seed_has_no_ensemble(tmp_path):
+    paths = write_paired_tree(tmp_path, variants=["cnn"], seeds=[0])
+    assert report_main(argv_for(paths) + ["--n-boot", "200"]) == 0
+    assert pd.read_csv(paths["out"] / "ensembles.csv").empty
+    assert "Ensembles of the seeds" not in (paths["out"] / "report.md").read_text(encoding="utf-8")

@@ -74,3 +74,23 @@ def test_readme_table_lists_every_recipe_and_replaces_only_the_marked_block(tmp_
     new = replace_readme_table(readme, block)
     assert new == f"# T\n\nintro\n\n{README_BEGIN}\n{block}\n{README_END}\n\nafter\n"
     assert replace_readme_table("# no markers\n", block) == "# no markers\n"
+
+
+def test_a_runs_ensembles_get_their_table_and_older_runs_none(tmp_path):
+    import json
+
+    from attention_cnn.results.page import section
+
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"date": "2026-01-02T03:04:05+00:00", "commit": "a" * 40,
+                                                 "runs": [], "requested_precision": "float32"}))
+    (folder / "results.csv").write_text("dataset,variant,seed,test_accuracy\nspeech,resnet,0,0.9\n")
+    (folder / "comparisons.csv").write_text(",".join(compare.COMPARISON_COLUMNS) + "\n")
+    assert "ensemble" not in section("r", folder)
+    (folder / "ensembles.csv").write_text(",".join(compare.ENSEMBLE_COLUMNS) + "\n"
+                                          "speech,resnet,3,0 1 2,500,0.912,0.8813,0.0307\n")
+    lines = section("r", folder).splitlines()
+    assert "| data set | ensemble | seeds averaged | ensemble accuracy | mean of the single models | gain (points) |" \
+        in lines
+    assert "| speech | `resnet` x 3 | 0, 1, 2 | 91.20 | 88.13 | +3.07 |" in lines

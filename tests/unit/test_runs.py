@@ -92,8 +92,16 @@ def test_predictions_keep_class_names_as_text(tmp_path):
     path = tmp_path / runs.PREDICTIONS_FILE
     runs.write_predictions(path, [[7, "0", "1", 0.6], [9, "NA", "NA", 0.9]])
     df = runs.read_predictions(path)
-    assert list(df.columns) == list(runs.PREDICTION_COLUMNS)
+    assert list(df.columns) == list(runs.PREDICTION_COLUMNS) and runs.probability_columns(df) == []
     assert df["actual"].tolist() == ["0", "NA"] and df["predicted"].tolist() == ["1", "NA"]
+
+
+def test_predictions_carry_one_probability_column_per_class(tmp_path):
+    path = tmp_path / runs.PREDICTIONS_FILE
+    runs.write_predictions(path, [[7, "0", "1", 0.6, 0.4, 0.6], [9, "1", "1", 0.9, 0.1, 0.9]], ["0", "1"])
+    df = runs.read_predictions(path)
+    assert list(df.columns) == [*runs.PREDICTION_COLUMNS, "p_0", "p_1"]
+    assert runs.probability_columns(df) == ["p_0", "p_1"] and df["p_1"].tolist() == [0.6, 0.9]
 
 
 def _cmd_paths(stage: dict) -> dict[str, str]:
