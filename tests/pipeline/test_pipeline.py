@@ -57,7 +57,10 @@ def test_every_stage_writes_its_outputs(project):
             assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["latency_ms_p50"] > 0
             assert metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy_check"], abs=1e-4)
             preds = (root / f"reports/eval/{ds}/{variant}/seed0/predictions.csv").read_text().splitlines()
-            assert preds[0] == "index,actual,predicted,confidence" and len(preds) == 1 + metrics["num_test"]
+            probs = ",".join(f"p_{name}" for name in metrics["class_names"])
+            assert preds[0] == f"index,actual,predicted,confidence,{probs}" and len(preds) == 1 + metrics["num_test"]
+            row = [float(x) for x in preds[1].split(",")[4:]]
+            assert abs(sum(row) - 1) < 1e-4 and max(row) == float(preds[1].split(",")[3])
     assert "Running stage 'report'" in proc.stdout
 
 
