@@ -234,16 +234,17 @@ FOLDED = ("description: a test\nshows: nothing\nset:\n  datasets: [speech]\n  da
           "    train.seeds: [0]\n")
 
 
-def test_loso_holds_out_each_fsdd_speaker_with_speakers_fsdd_settings():
+def test_loso_holds_out_each_fsdd_speaker_with_speakers_fsdd_voices_settings():
     """loso-fsdd: one fold per FSDD speaker, each holding out that speaker alone, every other setting as in
-    speakers-fsdd (whose held-out speaker is theo)."""
+    speakers-fsdd-voices (whose held-out speaker is theo)."""
     from attention_cnn.data.fsdd import SPEAKERS
 
     recipe = recipes.load_recipe("loso-fsdd", ROOT)
     runs = recipes.expand(recipe)
     assert [r.fold for r in runs] == list(SPEAKERS)
     assert [r.experiment for r in runs] == [f"loso-fsdd-{s}" for s in SPEAKERS]
-    speakers = recipes.recipe_config(recipes.load_recipe("speakers-fsdd", ROOT), params_path=PARAMS).model_dump()
+    speakers = recipes.recipe_config(recipes.load_recipe("speakers-fsdd-voices", ROOT),
+                                     params_path=PARAMS).model_dump()
     for run, speaker in zip(runs, SPEAKERS):
         config = recipes.recipe_config(run, params_path=PARAMS).model_dump()
         assert config["data"]["speech"]["test_speakers"] == [speaker]
