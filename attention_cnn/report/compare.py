@@ -59,6 +59,13 @@ def comparison_pairs(variants: Iterable[str]) -> list[tuple[str, str]]:
 
 def paired_correctness(pred_a: pd.DataFrame, pred_b: pd.DataFrame, path_a: Path, path_b: Path):
     """Two boolean vectors (A right?, B right?) over the same test examples, joined on ``index``."""
+    a, b = aligned_pair(pred_a, pred_b, path_a, path_b)
+    return (a["actual"] == a["predicted"]).to_numpy(), (b["actual"] == b["predicted"]).to_numpy()
+
+
+def aligned_pair(pred_a: pd.DataFrame, pred_b: pd.DataFrame, path_a: Path, path_b: Path):
+    """Two predictions files indexed by ``index``, B in A's row order; one-line errors unless both hold the same
+    test examples with the same true labels."""
     for pred, path in ((pred_a, path_a), (pred_b, path_b)):
         index = pd.to_numeric(pred["index"], errors="coerce")
         if index.isna().any() or not (index % 1 == 0).all():
@@ -74,7 +81,7 @@ def paired_correctness(pred_a: pd.DataFrame, pred_b: pd.DataFrame, path_a: Path,
     if not (a["actual"] == b["actual"]).all():
         raise StageError(f"{path_a} and {path_b} disagree on the true labels of the same test examples; "
                          "rerun `dvc repro`")
-    return (a["actual"] == a["predicted"]).to_numpy(), (b["actual"] == b["predicted"]).to_numpy()
+    return a, b
 
 
 def _fraction(x: float) -> float:
@@ -156,11 +163,9 @@ def ensembles(eval_dir, sel: Selection,
             columns = runs.probability_columns(frames[0])
             if not columns or any(runs.probability_columns(f) != columns for f in frames):
                 continue
-            for s, frame in zip(seeds[1:], frames[1:]):   # same examples, same labels (one-line errors otherwise)
-                paired_correctness(frames[0], frame, predictions_path(eval_dir, d, v, seeds[0]),
-                                   predictions_path(eval_dir, d, v, s))
-            aligned = [f.assign(index=f["index"].astype("int64")).set_index("index") for f in frames]
-            aligned = [a.loc[aligned[0].index] for a in aligned]
+            first = predictions_path(eval_dir, d, v, seeds[0])   # every seed in the first seed's row order
+            aligned = [aligned_pair(frames[0], f, first, predictions_path(eval_dir, d, v, s))[1]
+                       for s, f in zip(seeds, frames)]
             mean_probs = np.mean([a[columns].to_numpy(np.float64) for a in aligned], axis=0)
             names = np.array([c[len(runs.PROBABILITY_PREFIX):] for c in columns], dtype=object)
             actual = aligned[0]["actual"].to_numpy(dtype=object)

@@ -15,7 +15,7 @@ import pandas as pd
 from attention_cnn.evaluation import attention_maps
 from attention_cnn.models import available, variant_info
 from attention_cnn.report import stats
-from attention_cnn.report.compare import COMPARISON_COLUMNS, ENSEMBLE_COLUMNS, N_BOOT, baseline_of, comparison_pairs
+from attention_cnn.report.compare import COMPARISON_COLUMNS, N_BOOT, baseline_of, comparison_pairs
 from attention_cnn.report.load import AttentionRun, InputInfo, Selection
 from attention_cnn.report.tables import (STUDY_NOTE, and_list, comparison_table, comparisons_table, difference_lines,
                                          ensembles_table, fmt_sources, interval_kind, per_class_table, runs_table,
@@ -251,8 +251,7 @@ def build_report(df: pd.DataFrame, per_class: pd.DataFrame, records: Sequence[di
         blocks.append(_table(comparisons_table(comparisons, alpha),
                              "Each attention variant against its baseline without attention (reports/comparisons.csv)"))
 
-    ensembles = ensembles if ensembles is not None else pd.DataFrame(columns=ENSEMBLE_COLUMNS)
-    if len(ensembles):
+    if ensembles is not None and len(ensembles):
         blocks.append(Heading(2, "Ensembles of the seeds"))
         blocks.append(Para(
             "Each variant's seed models as one model: the ensemble averages their class probabilities for each test "
