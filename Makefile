@@ -39,9 +39,11 @@ repro: $(STAMP)
 	$(BIN)/dvc repro
 	@echo "report: reports/report.html"
 
-# The whole suite (what CI runs): tests/unit, then tests/pipeline (real dvc repro, remotes, browser, distribute).
+# The whole suite (what CI runs): tests/unit and tests/pipeline (real dvc repro, remotes, browser, distribute),
+# one pytest-xdist worker per core, at most 4 (TEST_WORKERS=0 runs them in this process, in order).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 # The edit-test loop: unit tests that need no TensorFlow model training (well under a minute).
 test-fast: $(STAMP)

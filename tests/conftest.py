@@ -47,11 +47,48 @@ def serve_dir():
         server.server_close()
 
 
+# Test files whose tests share the session's `built_project`: under pytest-xdist they run in one worker, so the
+# project is built once (tests/unit/test_conftest_groups.py checks this list against the files' fixtures).
+BUILT_PROJECT_FILES = ("test_experiments.py", "test_faults.py", "test_incremental.py", "test_pipeline.py",
+                       "test_remote.py")
+
+
+@functools.cache
+def xdist_group(path: Path) -> str | None:
+    """The pytest-xdist group of a test file's tests, or None for tests any worker may take one by one.
+
+    A file in tests/pipeline, or one with a module-scoped fixture, is one group (one worker builds its
+    fixtures once); the files that share ``built_project`` are one group together.
+    """
+    if path.name in BUILT_PROJECT_FILES:
+        return "built_project"
+    if "pipeline" in path.parts or 'scope="module"' in path.read_text(encoding="utf-8"):
+        return path.name
+    return None
+
+
+def _schedule_rank(path: Path) -> int:
+    group = xdist_group(path)
+    return 0 if group == "built_project" else 1 if group else 2
+
+
+@pytest.hookimpl(tryfirst=True)   # before pytest-xdist reads the groups from the marks
 def pytest_collection_modifyitems(config, items):
-    """Everything in tests/pipeline runs DVC itself (or servers, a browser, several processes): slow."""
+    """Everything in tests/pipeline runs DVC itself (or servers, a browser, several processes): slow.
+
+    Under pytest-xdist (`make test` runs one worker per core, `--dist loadgroup`) the groups of
+    :func:`xdist_group` start first, the longest (``built_project``) first of all, and the single tests fill
+    in after them, so no worker is left with a long group at the end while the other idles.
+    """
     for item in items:
-        if "pipeline" in Path(str(item.fspath)).parts:
+        path = Path(str(item.fspath))
+        if "pipeline" in path.parts:
             item.add_marker(pytest.mark.slow)
+        group = xdist_group(path)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    if getattr(config.option, "dist", "no") != "no":
+        items.sort(key=lambda item: _schedule_rank(Path(str(item.fspath))))
 
 
 def onednn_setting(which: str) -> str:
