@@ -43,7 +43,7 @@ repro: $(STAMP)
 # one pytest-xdist worker per core, at most 4 (TEST_WORKERS=0 runs them in this process, in order).
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+	$(BIN)/python -m pytest -q --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 # The edit-test loop: unit tests that need no TensorFlow model training (well under a minute).
 test-fast: $(STAMP)

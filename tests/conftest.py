@@ -55,9 +55,9 @@ BUILT_PROJECT_FILES = ("test_experiments.py", "test_faults.py", "test_incrementa
 
 @functools.cache
 def xdist_group(path: Path) -> str | None:
-    """The pytest-xdist group of a test file's tests, or None for tests any worker may take one by one.
+    """The group of a test file's tests under pytest-xdist, or None for tests any worker may take one by one.
 
-    A file in tests/pipeline, or one with a module-scoped fixture, is one group (one worker builds its
+    A file in tests/pipeline, or one with a module-scoped fixture, is one group (one worker runs it and builds its
     fixtures once); the files that share ``built_project`` are one group together.
     """
     if path.name in BUILT_PROJECT_FILES:
@@ -72,23 +72,36 @@ def _schedule_rank(path: Path) -> int:
     return 0 if group == "built_project" else 1 if group else 2
 
 
-@pytest.hookimpl(tryfirst=True)   # before pytest-xdist reads the groups from the marks
 def pytest_collection_modifyitems(config, items):
     """Everything in tests/pipeline runs DVC itself (or servers, a browser, several processes): slow.
 
-    Under pytest-xdist (`make test` runs one worker per core, `--dist loadgroup`) the groups of
-    :func:`xdist_group` start first, the longest (``built_project``) first of all, and the single tests fill
-    in after them, so no worker is left with a long group at the end while the other idles.
+    Under pytest-xdist the groups of :func:`xdist_group` come first, the longest (``built_project``) first of
+    all, and single tests after them, so no worker is left with a long group at the end while the other idles.
     """
     for item in items:
-        path = Path(str(item.fspath))
-        if "pipeline" in path.parts:
+        if "pipeline" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.slow)
-        group = xdist_group(path)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
     if getattr(config.option, "dist", "no") != "no":
         items.sort(key=lambda item: _schedule_rank(Path(str(item.fspath))))
+
+
+@pytest.hookimpl(optionalhook=True)   # a hook of pytest-xdist: `make test` runs one worker per core
+def pytest_xdist_make_scheduler(config, log):
+    """Schedule the groups of :func:`xdist_group` as units in collection order (the order above).
+
+    xdist's own ``--dist loadgroup`` reads groups from marks by renaming node ids, which pytest 9 no longer
+    allows; a scheduler that names each test's unit is the hook xdist offers for this.
+    """
+    if config.option.dist not in ("load", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(config.rootpath / nodeid.split("::", 1)[0]) or nodeid
+
+    config.option.loadscopereorder = False   # keep the order above, not "most tests first"
+    return FileGroupScheduling(config, log)
 
 
 def onednn_setting(which: str) -> str:
