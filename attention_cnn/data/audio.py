@@ -56,18 +56,28 @@ def display_path(path: str | os.PathLike) -> str:
 
 
 def to_float_mono(data: np.ndarray) -> np.ndarray:
-    """Integer or float PCM of shape (samples,) or (samples, channels) -> float32 (samples,) in [-1, 1]."""
+    """Integer or float PCM of shape (samples,) or (samples, channels) -> float32 (samples,) in [-1, 1].
+
+    Channels are summed in order and divided by their number (``mean(axis=1)`` for fewer than 8 channels, in
+    fewer passes than reducing the short axis). An integer scale is a power of two, so applying it once to the
+    sum gives the same bits as scaling every sample first.
+    """
     if data.dtype == np.uint8:  # 8-bit WAV is unsigned, centred at 128
-        audio = (data.astype(np.float32) - 128.0) / 128.0
+        audio, scale = data.astype(np.float32) - np.float32(128.0), np.float32(1 / 128)
     elif np.issubdtype(data.dtype, np.integer):  # scipy left-justifies 24-bit into int32
-        audio = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
+        audio, scale = data.astype(np.float32), np.float32(1 / (np.iinfo(data.dtype).max + 1))
     else:
-        audio = data.astype(np.float32)
-    if audio.ndim == 2:  # mix channels to mono: the channels summed in order, / channels (= mean(axis=1) for
-        mono = audio[:, 0].copy()      # fewer than 8 channels, several times faster than reducing the short axis)
-        for channel in range(1, audio.shape[1]):
+        audio, scale = data.astype(np.float32), None
+    if audio.ndim == 2:
+        channels = audio.shape[1]
+        mono = audio[:, 0] + audio[:, 1] if channels > 1 else audio[:, 0].copy()
+        for channel in range(2, channels):
             mono += audio[:, channel]
-        audio = mono / np.float32(audio.shape[1])
+        audio = mono
+    if scale is not None:
+        audio *= scale
+    if data.ndim == 2:
+        audio /= np.float32(data.shape[1])
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 

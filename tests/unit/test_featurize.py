@@ -103,12 +103,22 @@ def test_resample_runs_in_a_graph_with_rates_as_tensors():
                                   featurize.resample(x, 16000, 8000))   # featurize runs the same ops
 
 
-@pytest.mark.parametrize("channels", [2, 3, 6])
-def test_mono_mix_is_the_channel_mean_bit_for_bit(channels):
+@pytest.mark.parametrize("dtype", ["int16", "int32", "uint8", "float32"])
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_mono_mix_is_the_channel_mean_bit_for_bit(channels, dtype):
+    """Scaled samples averaged over channels, as WAV readers define them, bit for bit."""
     from attention_cnn.data.audio import to_float_mono
 
-    pcm = np.random.default_rng(channels).integers(-32768, 32767, (5001, channels)).astype(np.int16)
-    expected = (pcm.astype(np.float32) / 32768.0).mean(axis=1)
+    rng = np.random.default_rng(channels)
+    if dtype == "float32":
+        pcm = rng.uniform(-1, 1, (5001, channels)).astype(np.float32)
+        scaled = pcm.copy()
+    else:
+        info = np.iinfo(dtype)
+        pcm = rng.integers(info.min, info.max, (5001, channels), endpoint=True).astype(dtype)
+        offset = 128.0 if dtype == "uint8" else 0.0
+        scaled = (pcm.astype(np.float32) - np.float32(offset)) / np.float32(info.max + 1 - offset)
     mono = to_float_mono(pcm)
     assert mono.dtype == np.float32 and mono.flags.c_contiguous
-    np.testing.assert_array_equal(mono, expected)
+    np.testing.assert_array_equal(mono, scaled.mean(axis=1))
+    np.testing.assert_array_equal(to_float_mono(pcm[:, 0]), scaled[:, 0])   # one channel, no channel axis
