@@ -9,6 +9,7 @@ A recipe file::
       train.seeds: [0, 1, 2]
     folds:                                             # optional: one experiment per fold, '<recipe>-<fold>'
       theo: {data.speech.test_speakers: [theo]}        # the fold's changes on top of `set`
+    compare_with: speakers-fsdd                        # optional: the recipe this one changes one thing of
 
 It is checked by the same typed config as ``params.yaml`` (:func:`attention_cnn.config.parse_config`), so a
 misspelt key is one line naming the recipe file and the key. :func:`set_flags` turns it into ``dvc exp run -S``
@@ -18,6 +19,9 @@ experiment's ``params.yaml`` keeps every comment.
 
 A recipe with ``folds`` runs once per fold (:func:`expand`): the experiment ``<recipe>-<fold>`` with ``set`` and
 then the fold's own changes. ``set`` must validate by itself; a fold's mistake names the file and the fold.
+
+``compare_with`` names the recipe a lever is measured against (the same recipe but for the lever):
+``docs/results.md`` then sets the two runs' per-seed accuracies side by side with the difference's interval.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from attention_cnn.config import PARAMS_FILE, Params, parse_config, read_yaml
 from attention_cnn.config.errors import did_you_mean
 
 RECIPES_DIR = Path("recipes")
-FIELDS = ("description", "shows", "set", "folds")
+FIELDS = ("description", "shows", "set", "folds", "compare_with")
 REQUIRED = ("description", "shows", "set")
 NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")   # a DVC experiment name and a file name; no '.' (see run_suffix)
 DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -49,6 +53,7 @@ class Recipe:
     changes: dict[str, Any] = field(default_factory=dict)   # {dotted key: value}, in the file's order
     folds: dict[str, dict[str, Any]] = field(default_factory=dict)   # fold -> its changes on top of `changes`
     fold: str | None = None                                 # set on one fold of a folded recipe (see expand)
+    compare_with: str | None = None                         # the recipe this one changes one thing of
 
     @property
     def experiment(self) -> str:
@@ -145,7 +150,17 @@ def read_recipe(path: Path) -> Recipe:
             raise StageError(f"{path}: missing field '{key}'")
     return Recipe(name=name, path=path, description=_one_line(path, "description", data["description"]),
                   shows=_one_line(path, "shows", data["shows"]),
-                  changes=_changes(path, "set", data["set"]), folds=_folds(path, data.get("folds")))
+                  changes=_changes(path, "set", data["set"]), folds=_folds(path, data.get("folds")),
+                  compare_with=_compare_with(path, name, data.get("compare_with")))
+
+
+def _compare_with(path: Path, name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not NAME.fullmatch(value) or value == name:
+        raise StageError(f"{path}: 'compare_with' must name another recipe (a file in {RECIPES_DIR}/), "
+                         f"got {value!r}")
+    return value
 
 
 def apply_changes(params: dict, changes: dict[str, Any], source: Path | str) -> dict:

@@ -285,7 +285,8 @@ def residual_block(x, filters: int, strides: int = 1, attention=None, name: str 
 
 def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage: int = 2, stem_strides: int = 2,
            dropout: float = 0.0, attention=None, frontend: str = "linear", mel_bins: int = 64,
-           sample_rate_hz: float | None = None, time_pool: int = 1, augment: str = "none", name: str = "resnet"):
+           sample_rate_hz: float | None = None, time_pool: int = 1, augment: str = "none",
+           utterance_norm: bool = False, freq_warp: float = 0.0, name: str = "resnet"):
     """A small ResNet: stem, 3 residual stages, global average pooling, dense softmax.
 
     (B, H, W, 1) -> stem conv_bn(3x3, ``stem_strides``) -> (B, H/s, W/s, filters)
@@ -306,6 +307,9 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
       unchanged). (B, 391, 257, 1) -> (B, ceil(391 / time_pool), mel_bins, 1): with 64 mel bins and
       ``time_pool`` 2 the stem sees 196 x 64 instead of 391 x 257, and the residual stages about 8 times
       fewer positions. Adds ``W*mel_bins`` frozen filterbank weights + ``4*mel_bins`` BatchNorm ones.
+      ``utterance_norm``: the frontend also standardizes each mel bin per utterance
+      (:func:`normalize_per_utterance`).
+    - ``freq_warp``: :func:`frequency_warp` on a spectrogram input, before the frontend (0: off).
     - ``augment``: ``"none"``; ``"digits"``: :func:`digit_augmentation` on image inputs; ``"specaugment"``:
       :func:`spec_augment` on spectrogram inputs (after the frontend); ``"auto"``: each on its own kind of
       input, so one ``models.<variant>`` section serves MNIST and speech. A spectrogram is never rotated and
@@ -321,10 +325,13 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
     spectrogram = is_spectrogram(input_shape, mel_bins)
     if augment in ("digits", "auto") and not spectrogram:
         x = digit_augmentation(x)
+    if freq_warp and spectrogram:
+        x = frequency_warp(x, freq_warp)
     if frontend == "logmel" and spectrogram:
         if not sample_rate_hz:
             raise ValueError("the logmel frontend needs the spectrogram's sample rate (sample_rate_hz)")
-        x = logmel_frontend(x, mel_bins=mel_bins, sample_rate_hz=sample_rate_hz, time_pool=time_pool)
+        x = logmel_frontend(x, mel_bins=mel_bins, sample_rate_hz=sample_rate_hz, time_pool=time_pool,
+                            utterance_norm=utterance_norm)
     if augment in ("specaugment", "auto") and spectrogram:
         x = spec_augment(x)
     x = conv_bn(x, filters, 3, stem_strides, name="stem")
@@ -369,7 +376,8 @@ def mel_matrix(bins: int, mel_bins: int, sample_rate_hz: float):
     return np.asarray(matrix, dtype=np.float32)
 
 
-def logmel_frontend(x, *, mel_bins: int, sample_rate_hz: float, time_pool: int = 1, name: str = "frontend"):
+def logmel_frontend(x, *, mel_bins: int, sample_rate_hz: float, time_pool: int = 1, utterance_norm: bool = False,
+                    name: str = "frontend"):
     """Linear |STFT| -> log-mel, pooled over time, normalized per mel bin.
 
     x: (B, T, W, 1), T frames, W linear frequency bins (391 x 257 for the speech defaults)
@@ -379,6 +387,7 @@ def logmel_frontend(x, *, mel_bins: int, sample_rate_hz: float, time_pool: int =
     -> ``log(1 + x)`` (``keras.ops.log1p``) -> ``<name>_grid`` Reshape (B, T, mel_bins, 1)
     -> ``<name>_pool``: AveragePooling2D((time_pool, 1), same) when ``time_pool > 1``: (B, ceil(T / time_pool),
        mel_bins, 1) (391 -> 196 for 2, 98 for 4)
+    -> with ``utterance_norm``, :func:`normalize_per_utterance`: each mel bin standardized per utterance
     -> ``<name>_norm``: BatchNormalization(axis=2): each mel bin standardized by its mean and variance over the
        training data (batch and frames), then a learned scale and shift per bin.
     Result: (B, ceil(T / time_pool), mel_bins, 1).
@@ -387,7 +396,9 @@ def logmel_frontend(x, *, mel_bins: int, sample_rate_hz: float, time_pool: int =
     low and high bins, and one fixed standardization per bin (the moving statistics at inference) evens them out
     while keeping what tells digits apart, the loudness and spectral tilt of each utterance. LayerNorm would
     normalize each utterance by its own statistics (and over axis 1 would get scale and shift per frame, not per
-    bin). Parameters: ``W * mel_bins`` frozen (16,448 for 257 x 64) + ``4 * mel_bins`` BatchNorm (half trainable).
+    bin). ``utterance_norm`` is the other choice, for voices and microphones the training data never had: it
+    gives up the utterance's level and tilt to remove what a recording chain adds to them. Parameters:
+    ``W * mel_bins`` frozen (16,448 for 257 x 64) + ``4 * mel_bins`` BatchNorm (half trainable).
     """
     frames, bins = int(x.shape[1]), int(x.shape[2])
     if int(x.shape[3]) != 1:
@@ -402,7 +413,45 @@ def logmel_frontend(x, *, mel_bins: int, sample_rate_hz: float, time_pool: int =
     x = layers.Reshape((frames, int(mel_bins), 1), name=f"{name}_grid")(x)
     if int(time_pool) > 1:
         x = layers.AveragePooling2D((int(time_pool), 1), padding="same", name=f"{name}_pool")(x)
+    if utterance_norm:
+        x = normalize_per_utterance(x)
     return layers.BatchNormalization(axis=2, momentum=BN_MOMENTUM, name=f"{name}_norm")(x)
+
+
+UTTERANCE_NORM_EPSILON = 1e-3  # added to each bin's variance: a bin that stays flat over a clip is not blown up
+
+
+def normalize_per_utterance(x):
+    """Each (example, mel bin) standardized over its frames that hold sound: (B, T, M, 1) -> (B, T, M, 1) float32.
+
+    Cepstral mean and variance normalization per utterance, on log-mel values (>= 0). A frame holds sound when any
+    of its bins is above 0: featurize pads a clip with frames of exactly 0, which stay 0 here (the bin's mean),
+    so a clip's statistics do not depend on how much padding it has. keras.ops only (no weights), so the saved
+    model loads without this module; computed in float32 under mixed precision.
+    """
+    x = keras.ops.cast(x, "float32")
+    active = keras.ops.cast(keras.ops.greater(keras.ops.max(x, axis=2, keepdims=True), 0.0), "float32")  # (B,T,1,1)
+    count = keras.ops.maximum(keras.ops.sum(active, axis=1, keepdims=True), 1.0)
+    mean = keras.ops.divide(keras.ops.sum(keras.ops.multiply(x, active), axis=1, keepdims=True), count)
+    centred = keras.ops.multiply(keras.ops.subtract(x, mean), active)
+    variance = keras.ops.divide(keras.ops.sum(keras.ops.square(centred), axis=1, keepdims=True), count)
+    return keras.ops.multiply(centred, keras.ops.rsqrt(keras.ops.add(variance, UTTERANCE_NORM_EPSILON)))
+
+
+def frequency_warp(x, max_warp: float, name: str = "warp"):
+    """Vocal-tract-length perturbation in training: (B, T, F, C) -> (B, T, F, C), the identity otherwise.
+
+    Each example's frequency axis is scaled about 0 Hz by its own factor ``a`` in ``[1 - max_warp, 1 + max_warp]``:
+    output bin ``b`` is input bin ``a * b`` (bilinear; bins read from above the top are 0). Built from Keras' own
+    layers: ``<name>_pad`` puts F - 1 zero bins below bin 0, so bin 0 is the centre of 2F - 1 columns;
+    ``<name>_zoom`` RandomZoom (width only) zooms about that centre; ``<name>_crop`` keeps the F columns from
+    bin 0 up.
+    """
+    bins = int(x.shape[2])
+    x = layers.ZeroPadding2D(((0, 0), (bins - 1, 0)), name=f"{name}_pad")(x)
+    x = layers.RandomZoom((0.0, 0.0), (-float(max_warp), float(max_warp)), fill_mode="constant",
+                          interpolation="bilinear", name=f"{name}_zoom")(x)
+    return layers.Cropping2D(((0, 0), (bins - 1, 0)), name=f"{name}_crop")(x)
 
 
 def digit_augmentation(x, name: str = "augment"):

@@ -44,6 +44,10 @@ ALLOWED: frozenset[tuple[str | None, str, str | None]] = frozenset(
         ("keras.src.ops.numpy", "Mean", "Mean"),                        # keras.ops calls in CBAM
         ("keras.src.ops.numpy", "Max", "Max"),
         ("keras.src.ops.numpy", "Log1p", "Log1p"),                      # the logmel frontend
+        # its per-utterance normalization (blocks.normalize_per_utterance): arithmetic on tensors, no code
+        *{("keras.src.ops.numpy", op, op) for op in ("Add", "Divide", "Greater", "Maximum", "Multiply", "Square",
+                                                     "Subtract", "Sum")},
+        ("keras.src.ops.math", "Rsqrt", "Rsqrt"),
         ("keras.src.ops.core", "Cast", "Cast"),                         # mixed precision, as Keras 3.8 saved it
         # Training checkpoints (state.keras, compiled): the loss, the learning-rate schedule and the project's
         # own optimizer, dropout and gate convolution, which resolve only through their registrations in attention_cnn.

@@ -52,6 +52,12 @@ class ResNetSettings(VariantSettings):
     mel_bins: Count = 64
     time_pool: Count = 1     # logmel: average frames in groups of this many
     augment: Literal["none", "digits", "specaugment", "auto"] = "none"
+    # logmel: each mel bin also standardized per utterance, over the frames that hold sound (not the zero frames
+    # that pad a clip), before the frontend's BatchNorm; why: a recording's microphone and level shift whole bins
+    utterance_norm: bool = False
+    # a spectrogram's frequency axis stretched about 0 Hz by a factor in [1 - freq_warp, 1 + freq_warp], drawn
+    # per example in training (vocal-tract-length perturbation); 0: off
+    freq_warp: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.0
 
 
 def is_spectrogram(input_shape, mel_bins: int) -> bool:

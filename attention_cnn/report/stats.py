@@ -248,3 +248,24 @@ def mean_t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[
 
     half = float(student_t.ppf(1 - (1 - confidence) / 2, len(v) - 1)) * float(v.std(ddof=1)) / math.sqrt(len(v))
     return float(v.mean()) - half, float(v.mean()) + half
+
+
+def welch_difference(a: Sequence[float], b: Sequence[float],
+                     confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """``mean(a) - mean(b)`` of two independent samples (e.g. per-seed accuracies of two recipes), with Welch's
+    t interval and two-sided p: ``(delta, low, high, p)``. Each sample needs at least 2 values."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"Welch's test needs at least 2 values a side, got {len(a)} and {len(b)}")
+    import warnings
+
+    from scipy.stats import ttest_ind
+
+    delta = float(a.mean() - b.mean())
+    if a.std() == 0 and b.std() == 0:   # no spread on either side: no test (scipy would divide 0 by 0)
+        return delta, delta, delta, math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # nearly identical values: scipy's precision notice
+        result = ttest_ind(a, b, equal_var=False)
+        low, high = result.confidence_interval(confidence)
+    return delta, float(low), float(high), float(result.pvalue)

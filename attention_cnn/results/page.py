@@ -11,7 +11,7 @@ from typing import Any
 
 from attention_cnn import recipes
 from attention_cnn.results import folds
-from attention_cnn.report.stats import MIN_SEEDS
+from attention_cnn.report.stats import MIN_SEEDS, welch_difference
 from attention_cnn.report.tables import fmt_count, fmt_p, fmt_stat, points, row_verdict, seed_based
 
 HEADER = """# Results
@@ -29,7 +29,9 @@ and, where the run wrote it, the seed-level test (per-seed differences, paired t
 bootstrap 95 % CI resampling seeds, then examples). With at least 3 seeds the verdict rests on the seed-level
 test; with fewer on the pooled one (the column "verdict rests on" says which). An ensemble, where a run has
 several seeds and recorded class probabilities, is one model averaging its seed models' probabilities: a
-variant of its own, with their combined cost at prediction time.
+variant of its own, with their combined cost at prediction time. A recipe that measures a lever
+(`compare_with` in its file) is set against the recipe without it: the difference of the two runs' mean
+accuracies with Welch's t interval over seeds.
 """
 
 
@@ -131,7 +133,7 @@ def when(date: str) -> str:
     return datetime.fromisoformat(date).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def section(name: str, folder: Path) -> str:
+def section(name: str, folder: Path, recipe: recipes.Recipe | None = None) -> str:
     run = json.loads((folder / "run.json").read_text())
     where = (f"experiment `{run['experiment']}`" if run.get("experiment") else "the workspace")
     commit = f"commit `{run['commit'][:10]}`" + (" with uncommitted changes" if run.get("uncommitted") else "")
@@ -152,7 +154,43 @@ def section(name: str, folder: Path) -> str:
     ensembles = read_csv(folder / "ensembles.csv")   # absent in runs from before the report wrote it
     if ensembles:
         out += [ensemble_table(ensembles), ""]
+    if recipe is not None and recipe.compare_with:
+        out += [lever_section(results, recipe.compare_with, folder.parent / recipe.compare_with), ""]
     return "\n".join(out)
+
+
+def lever_section(results: list[dict[str, str]], other: str, other_folder: Path) -> str:
+    """This run against the recipe it changes one thing of (``compare_with``): per data set and variant in both,
+    the per-seed accuracies side by side and Welch's t interval of the difference of their means. The two runs'
+    seeds are independent trainings, so the seeds are not paired."""
+    other_rows = read_csv(other_folder / "results.csv") if (other_folder / "run.json").is_file() else []
+    intro = (f"Against [{other}](#{other}), the same recipe without this one's lever: test accuracy in %, "
+             f"mean ± sd over seeds; the difference of the means with Welch's t 95 % interval and two-sided p "
+             f"(the seeds are the unit; each side's seeds are independent trainings).")
+    if not other_rows:
+        return f"Against `{other}`: it has no results yet (`make recipe NAME={other}`)."
+
+    def by_key(rows):
+        out: dict[tuple[str, str], list[float]] = {}
+        for r in sorted(rows, key=lambda r: int(r["seed"])):
+            out.setdefault((r["dataset"], r["variant"]), []).append(_num(r["test_accuracy"]))
+        return out
+
+    mine, theirs = by_key(results), by_key(other_rows)
+    body = []
+    for key in [k for k in mine if k in theirs]:
+        a, b = mine[key], theirs[key]
+        if len(a) >= 2 and len(b) >= 2:
+            delta, low, high, p = welch_difference(a, b)
+            interval, p_text = f"{points(low, 1)} to {points(high, 1)}", "—" if math.isnan(p) else fmt_p(p)
+        else:
+            delta, interval, p_text = sum(a) / len(a) - sum(b) / len(b), "needs ≥ 2 seeds a side", "—"
+        body.append([key[0], f"`{key[1]}`", fmt_stat(a, 2, scale=100), fmt_stat(b, 2, scale=100),
+                     points(delta, 1), interval, p_text])
+    if not body:
+        return f"Against `{other}`: no data set and variant in common."
+    return intro + "\n\n" + table(["data set", "variant", "this recipe", other, "Δ (points)", "95 % CI (points)",
+                                     "Welch p"], body)
 
 
 def ensemble_table(rows: list[dict[str, str]]) -> str:
@@ -173,7 +211,7 @@ def render(results_dir: Path, root: Path = Path(".")) -> str:
         parts.append("| recipe | what it shows | training time measured | run on |\n|---|---|---|---|\n" + "\n".join(
             f"| [{n}](#{n}) | {_shows(root, n)} | {measured_time(results_dir / n)} | {_run_date(results_dir / n)} |"
             for n in done) + "\n")
-    parts += [section(n, results_dir / n) if (results_dir / n / "run.json").is_file()
+    parts += [section(n, results_dir / n, _recipe(root, n)) if (results_dir / n / "run.json").is_file()
               else folds_section(n, results_dir / n, _recipe(root, n)) for n in done]
     waiting = [n for n in known if n not in done]
     if waiting:

@@ -86,6 +86,8 @@ def test_a_typo_in_a_recipe_is_one_line_naming_file_and_key(tmp_path, body, mess
     ("description: x\nshows: y\nset: [train.epochs]\n", "'set' must be a mapping"),
     ("description: x\nshows: y\nset:\n  train epochs: 3\n", "'train epochs' is not a dotted params.yaml key"),
     ("description: x\nshows: y\nset:\n  data.speech.url: \"it's\"\n", "quotes, backslashes"),
+    ("description: x\nshows: y\nset: {}\ncompare_with: bad\n", "'compare_with' must name another recipe"),
+    ("description: x\nshows: y\nset: {}\ncompare_with: [a]\n", "'compare_with' must name another recipe"),
 ])
 def test_recipe_fields_are_checked(tmp_path, body, message):
     write_recipe(tmp_path, "bad", body)
@@ -350,3 +352,14 @@ def test_cli_refuses_to_queue_folds_whose_experiments_exist(tmp_path):
         "folded-theo && python -m stages.recipe run folded --queue --fold theo, or keep both: python -m "
         "stages.recipe run folded --queue --fold theo --suffix 2; or only the others: python -m stages.recipe run "
         "folded --queue --fold george\n"), proc.stderr
+
+
+def test_every_compare_with_names_a_recipe_that_differs_in_params_it_names():
+    """A recipe measured against another (compare_with) names an existing recipe, and its config differs from that
+    one's: the lever is a real change, not a copy."""
+    for name in recipes.names(ROOT):
+        recipe = recipes.load_recipe(name, ROOT)
+        if recipe.compare_with:
+            assert recipe.compare_with in recipes.names(ROOT), name
+            other = recipes.load_recipe(recipe.compare_with, ROOT)
+            assert recipes.recipe_config(recipe, params_path=PARAMS) != recipes.recipe_config(other, params_path=PARAMS)

@@ -199,3 +199,44 @@ def test_committed_results_that_dvc_lock_says_are_stale_are_not_used(repo):
     (repo / "dvc.lock").write_text((repo / "dvc.lock").read_text().replace("epochs: 3", "epochs: 15"))
     git(repo, "commit", "-qam", "the run with 15 epochs")
     assert collect(repo, repo / "results")[0].startswith("default: results/default <- the workspace")
+
+
+def write_result(results: Path, name: str, accuracies: list[float], variant: str = "resnet") -> None:
+    """results/<name>/ as collect keeps it: run.json and results.csv of one variant on speech, a seed per accuracy."""
+    folder = results / name
+    folder.mkdir(parents=True)
+    rows = [RESULTS_HEADER] + [f"speech,{variant},{s},fsdd,log-mel 98x64,1000,15,60.0,10.0,0.5,0.8,0.2,{a},,4000,500,,"
+                               for s, a in enumerate(accuracies)]
+    (folder / "results.csv").write_text("\n".join(rows) + "\n")
+    (folder / "run.json").write_text(json.dumps({
+        "commit": "a" * 40, "date": "2026-01-02T03:04:05+00:00", "description": name, "experiment": name,
+        "requested_precision": "float32", "runs": [{"dataset": "speech", "variant": variant, "seed": s,
+                                                   "train_time_s": 60.0, "mixed_precision": "float32",
+                                                   "machine": MACHINE} for s in range(len(accuracies))]}))
+
+
+def test_a_lever_is_shown_against_the_recipe_it_changes_with_welchs_interval(repo):
+    """compare_with: the page sets the two recipes' per-seed accuracies side by side; the difference of the means with
+    Welch's t interval (unequal variances, Welch-Satterthwaite degrees of freedom) and its p."""
+    import math
+
+    from scipy.stats import t as student_t
+
+    (repo / "recipes" / "lever.yaml").write_text(TWO_SEEDS.replace("shows: a test", "shows: a lever")
+                                                 + "compare_with: two-seeds\n")
+    mine, theirs = [0.95, 0.96, 0.97], [0.90, 0.92, 0.91]
+    results = repo / "results"
+    write_result(results, "lever", mine)
+    section = render(results, repo).split("## lever", 1)[1]
+    assert "Against `two-seeds`: it has no results yet (`make recipe NAME=two-seeds`)." in section
+
+    write_result(results, "two-seeds", theirs)
+    va, vb = (sum((x - sum(v) / 3) ** 2 for x in v) / 2 / 3 for v in (mine, theirs))
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    half = student_t.ppf(0.975, df) * math.sqrt(va + vb)
+    p = 2 * student_t.sf(0.05 / math.sqrt(va + vb), df)
+    section = render(results, repo).split("## lever", 1)[1].split("## two-seeds")[0]
+    assert "Against [two-seeds](#two-seeds), the same recipe without this one's lever" in section
+    assert (f"| speech | `resnet` | 96.00 ± 1.00 | 91.00 ± 1.00 | +5.0 | +{100 * (0.05 - half):.1f} to "
+            f"+{100 * (0.05 + half):.1f} | p = {p:.3f} |") in section, section
+    assert "Against" not in render(results, repo).split("## two-seeds", 1)[1]   # only the recipe that names it

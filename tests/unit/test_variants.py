@@ -252,8 +252,13 @@ assert not [m for m in sys.modules if m == "attention_cnn" or m.startswith("atte
 """
 
 
-@pytest.mark.parametrize("variant,onednn", [(v, "same") for v in RESNETS] + [("resnet", "flipped")])
-def test_logmel_model_round_trips_through_safe_mode_without_the_project(variant, onednn, tmp_path):
+SPEAKER_LEVERS = {"utterance_norm": True, "freq_warp": 0.1}
+
+
+@pytest.mark.parametrize("variant,onednn,extra",
+                         [(v, "same", {}) for v in RESNETS] + [("resnet", "flipped", {}), ("resnet", "same", SPEAKER_LEVERS)],
+                         ids=[*RESNETS, "resnet-onednn-flipped", "resnet-speaker-levers"])
+def test_logmel_model_round_trips_through_safe_mode_without_the_project(variant, onednn, extra, tmp_path):
     """A forward pass and a training step with the frontend and augmentation, then saved as the train stage saves
     (blocks.portable) and loaded in a fresh Python that never imports ``attention_cnn``: the same filterbank bit for
     bit, the same predictions to float32 rounding (log1p is a keras.ops node, the masks built-in layers), under
@@ -264,7 +269,7 @@ def test_logmel_model_round_trips_through_safe_mode_without_the_project(variant,
 
     keras.utils.set_random_seed(0)
     model = build_model(variant, SMALL_SPECTROGRAM, 10, {"frontend": "logmel", "mel_bins": 16, "time_pool": 2,
-                                                         "augment": "auto"})
+                                                         "augment": "auto", **extra})
     x, y = _random_batch(SMALL_SPECTROGRAM, n=8)
     probs = model.predict(x, verbose=0)
     assert probs.shape == (8, 10) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
@@ -288,6 +293,7 @@ def test_logmel_model_round_trips_through_safe_mode_without_the_project(variant,
     ((28, 28, 1), {"augment": "auto"}, "augment_rotate"),
     (SMALL_SPECTROGRAM, {"augment": "specaugment", "mel_bins": 16}, "specaugment_freq"),
     (SMALL_SPECTROGRAM, {"augment": "auto", "frontend": "logmel", "mel_bins": 16}, "specaugment_freq"),
+    (SMALL_SPECTROGRAM, {"augment": "freq_warp", "frontend": "logmel", "mel_bins": 16}, "warp_zoom"),
 ])
 def test_augmentation_acts_in_training_only(shape, settings, marker):
     """Same weights with and without augmentation: identical at inference (predict, training=False), different in
@@ -295,7 +301,8 @@ def test_augmentation_acts_in_training_only(shape, settings, marker):
     import keras
 
     keras.utils.set_random_seed(0)
-    plain = build_model("resnet", shape, 10, {k: v for k, v in settings.items() if k != "augment"})
+    settings = {**settings, **({"augment": "none", "freq_warp": 0.1} if settings["augment"] == "freq_warp" else {})}
+    plain = build_model("resnet", shape, 10, {k: v for k, v in settings.items() if k not in ("augment", "freq_warp")})
     augmented = build_model("resnet", shape, 10, settings)
     assert marker in [layer.name for layer in augmented.layers]
     augmented.set_weights(plain.get_weights())  # augmentation has no weights of its own
@@ -353,6 +360,58 @@ def test_specaugment_masks_are_contiguous_bands_of_the_set_widths():
     assert len(starts) > n // 4  # a new place per example
 
 
+def test_utterance_norm_standardizes_each_bin_over_the_frames_with_sound():
+    """Per example and mel bin: mean 0 and variance 1 over the frames that hold sound; padding frames stay 0; the same
+    utterance padded differently, or with a constant added to every value (a gain, on log values), gives the same
+    output."""
+    import keras
+
+    from attention_cnn.models.blocks import UTTERANCE_NORM_EPSILON, normalize_per_utterance
+
+    rng = np.random.default_rng(0)
+    frames, bins = 30, 8
+    inputs = keras.Input((frames, bins, 1))
+    model = keras.Model(inputs, normalize_per_utterance(inputs))
+    sound = rng.uniform(1, 5, (3, 20, bins, 1)).astype(np.float32) + np.arange(bins, dtype=np.float32)[:, None]
+    x = np.zeros((4, frames, bins, 1), np.float32)
+    x[0, :20], x[1, 5:25], x[2, :12] = sound[0], sound[0], sound[1, :12]   # example 1: example 0, shifted
+    x[3, :20] = sound[0] + 2.0                                               # example 0, a gain
+    y = model(x).numpy()
+    active = y[0, :20]
+    np.testing.assert_allclose(active.mean(axis=0), 0.0, atol=1e-5)
+    variance = sound[0].var(axis=0)
+    np.testing.assert_allclose(active.var(axis=0), variance / (variance + UTTERANCE_NORM_EPSILON), rtol=1e-4)
+    assert not y[0, 20:].any() and not y[2, 12:].any() and not y[1, :5].any()
+    np.testing.assert_allclose(y[1, 5:25], active, atol=1e-5)
+    np.testing.assert_allclose(y[3, :20], active, atol=1e-4)
+    assert np.abs(y[2, :12] - y[0, :12]).max() > 0.1               # a different utterance, a different output
+    assert not np.asarray(model(np.zeros((1, frames, bins, 1), np.float32))).any()   # silence: 0, not NaN
+
+
+def test_frequency_warp_stretches_about_zero_hertz_per_example():
+    """A spectrum that rises linearly with frequency stays linear through 0 Hz, its slope multiplied by each
+    example's own factor in [1 - w, 1 + w] (output bin b shows input bin b * factor; checked on the lower half of
+    the bins, where nothing fills in from above); the identity outside training."""
+    import keras
+
+    from attention_cnn.models.blocks import frequency_warp
+
+    keras.utils.set_random_seed(3)
+    frames, bins, n, warp = 5, 65, 16, 0.2
+    inputs = keras.Input((frames, bins, 1))
+    model = keras.Model(inputs, frequency_warp(inputs, warp))
+    ramp = np.broadcast_to(np.arange(bins, dtype=np.float32)[None, None, :, None], (n, frames, bins, 1)).copy()
+    np.testing.assert_array_equal(model(ramp, training=False).numpy(), ramp)
+    out = model(ramp, training=True).numpy()
+    assert out.shape == ramp.shape
+    low = out[:, :, : bins // 2, 0]
+    slopes = np.array([np.polyfit(np.arange(bins // 2), low[i, 0], 1) for i in range(n)])
+    np.testing.assert_allclose(slopes[:, 1], 0.0, atol=0.05)                 # bin 0 stays at 0 Hz
+    np.testing.assert_allclose(low, np.broadcast_to(slopes[:, :1, None] * np.arange(bins // 2), low.shape), atol=0.05)
+    assert (slopes[:, 0] >= 1 - warp - 1e-3).all() and (slopes[:, 0] <= 1 + warp + 1e-3).all()
+    assert np.ptp(slopes[:, 0]) > 0.1                                         # a factor per example
+
+
 def test_builder_refuses_unknown_frontend_and_augment():
     from pydantic import ValidationError
 
@@ -371,6 +430,8 @@ def test_builder_refuses_unknown_frontend_and_augment():
     ("mel_bins", 6.4, "models.{v}.mel_bins must be an integer, got 6.4"),
     ("time_pool", 0, "models.{v}.time_pool must be >= 1, got 0"),
     ("time_pool", "2", "models.{v}.time_pool must be an integer, got '2' (a quoted number is text; remove the quotes)"),
+    ("freq_warp", 0.6, "models.{v}.freq_warp must be <= 0.5, got 0.6"),
+    ("utterance_norm", "yes", "models.{v}.utterance_norm must be true or false, got 'yes'"),
 ])
 @pytest.mark.parametrize("variant", RESNETS)
 def test_each_new_setting_is_validated_in_one_line(variant, key, value, expected):
@@ -386,7 +447,8 @@ def test_each_new_setting_is_validated_in_one_line(variant, key, value, expected
     assert "\n" not in message and message == f"{params_file}: " + expected.format(v=variant)
 
 
-@pytest.mark.parametrize("settings", [{"frontend": "logmel", "mel_bins": 40, "time_pool": 4, "augment": "auto"},
+@pytest.mark.parametrize("settings", [{"frontend": "logmel", "mel_bins": 40, "time_pool": 4, "augment": "auto",
+                                       "utterance_norm": True, "freq_warp": 0.1},
                                       {"augment": "digits"}, {"augment": "specaugment"}])
 def test_valid_frontend_settings_pass_validation(settings):
     from conftest import config
