@@ -249,3 +249,21 @@ def test_known_wilson_and_t_intervals():
         stats.wilson_interval(11, 10)
     with pytest.raises(ValueError, match="at least 2"):
         stats.mean_t_interval([0.9])
+
+
+def test_welch_difference_matches_scipys_welch_test():
+    """The recipes' lever comparison: the same interval and p as scipy's own Welch test; no spread, no test."""
+    from scipy.stats import ttest_ind
+
+    from attention_cnn.report.stats import welch_difference
+
+    for a, b in (([0.95, 0.96, 0.97], [0.90, 0.92, 0.91]), ([0.95, 0.94, 0.96, 0.90], [0.948, 0.936])):
+        delta, low, high, p = welch_difference(a, b)
+        reference = ttest_ind(a, b, equal_var=False)
+        interval = reference.confidence_interval(0.95)
+        assert delta == pytest.approx(np.mean(a) - np.mean(b))
+        assert (low, high, p) == pytest.approx((interval.low, interval.high, reference.pvalue), rel=1e-9)
+    delta, low, high, p = welch_difference([1.0, 1.0, 1.0], [0.9, 0.9])
+    assert (low, high) == (delta, delta) and math.isnan(p)
+    with pytest.raises(ValueError, match="at least 2 values a side"):
+        welch_difference([0.9], [0.8, 0.7])
