@@ -789,6 +789,26 @@ def goals_met(results: dict[str, Any], details: dict[str, Any]) -> dict[str, boo
     return met
 
 
+def physical_limits(results: dict[str, Any], details: dict[str, Any], met: dict[str, bool | None]) -> dict[str, str]:
+    """Unmet keys whose own details show a bound that misses the goal too, with that bound in words.
+
+    ``gate_cost_ratio``: the byte model's ratio of the two models' bytes per step (``bytes_ratio``, see
+    ``cnn_step_vs_memory_floor``). The steps are memory-bound, so a gate that did nothing but move its bytes at
+    the speed the rest of the step moves them would cost that ratio; above the goal, no arrangement of the same
+    arithmetic meets it.
+    """
+    limits = {}
+    for key in ("gate_cost_ratio", "gate_cost_ratio_bf16"):
+        op, target, _ = GOALS[key]
+        bound = (details.get(key) or {}).get("bytes_ratio")
+        value = results.get(key)
+        if met.get(key) is False and isinstance(bound, (int, float)) and value is not None and bound > target:
+            limits[key] = (f"memory traffic: by the byte model cnn_attention's step moves {bound}x the bytes of "
+                           f"cnn's, above the goal {op} {target}, so a step bound by moving its bytes cannot meet "
+                           f"it; measured {round(value, 4)}, {round(value / bound, 3)}x that bound")
+    return limits
+
+
 def build_result(results: dict[str, Any], details: dict[str, Any], errors: dict[str, str],
                  meta: dict[str, Any]) -> dict[str, Any]:
     """The JSON of ``reports/bench.json``: every key of GOALS (None when not measured), goals, met flags.
@@ -806,6 +826,7 @@ def build_result(results: dict[str, Any], details: dict[str, Any], errors: dict[
         "all_goals_met": all(met[k] is True for k in with_goal),
         "unmet": [k for k in with_goal if met[k] is not True],
         "not_measurable": skipped,
+        "limits": physical_limits(results, details, met),
         "accuracy_within_noise": accuracy_within_noise(details),
         "details": details,
         "errors": errors,
@@ -841,6 +862,7 @@ def markdown(result: dict[str, Any]) -> str:
              f"{', '.join(str(x) for x in meta.get('load_average_at_start', []))} / "
              f"{', '.join(str(x) for x in meta['load_average_at_end'])}.", "",
              f"All goals met: {'yes' if result['all_goals_met'] else 'no (' + ', '.join(result['unmet']) + ')'}.", "",
+             *[f"`{k}` is held by a physical limit: {why}.\n" for k, why in (result.get("limits") or {}).items()],
              "| key | value | goal | met | what |", "|---|---|---|---|---|"]
     skipped = result.get("not_measurable") or {}
     for key, (_, _, what) in GOALS.items():

@@ -43,6 +43,8 @@ def bench_block(bench: dict, goals_what: dict[str, str]) -> str:
              f"at the end {meta.get('load_average_at_end')}.", "",
              f"All goals met: {_fmt(bench.get('all_goals_met'))}" +
              (f" (not met: {', '.join(bench.get('unmet') or [])})." if bench.get("unmet") else "."), ""]
+    limits = bench.get("limits") or {}   # unmet keys that a measured physical bound keeps from their goal
+    lines += [f"`{k}` is held by a physical limit: {why}." for k, why in limits.items()] + ([""] if limits else [])
     skipped = bench.get("not_measurable") or {}  # keys this machine cannot measure (bfloat16 where emulated)
     lines += [table(["key", "value", "goal", "met", "what"],
                     [[f"`{k}`", "not measurable here" if k in skipped else _fmt(bench[k]), _fmt(goals.get(k)),

@@ -64,6 +64,29 @@ def test_met_flags_say_no_when_a_goal_is_missed():
     assert missed["featurize_resampled_vs_native"] == 0.4999
 
 
+def test_an_unmet_gate_goal_names_its_byte_bound_only_when_the_bound_misses_too():
+    """gate_cost_ratio unmet and the byte model's ratio above the goal: the result says which physical limit holds
+    it, in the JSON and the markdown; a bound within the goal is no excuse, and a met goal needs none."""
+    meta = {"command": "python -m bench.run", "mode": "full", "date": "today", "total_s": 1.0, "cpus": 2,
+            "cpu": "cpu", "tensorflow": "2.17.1", "data": "FSDD", "load_average_at_end": [1.0, 1.0, 1.0]}
+    base = dict(BF16_OK)
+    held = build_result({**ALL_MET, "gate_cost_ratio": 1.676}, {**base, "gate_cost_ratio": {"bytes_ratio": 1.632}},
+                        {}, meta)
+    assert held["unmet"] == ["gate_cost_ratio"] and held["all_goals_met"] is False   # still unmet, never hidden
+    assert held["limits"] == {"gate_cost_ratio": "memory traffic: by the byte model cnn_attention's step moves "
+                                                 "1.632x the bytes of cnn's, above the goal <= 1.6, so a step bound "
+                                                 "by moving its bytes cannot meet it; measured 1.676, 1.027x that "
+                                                 "bound"}
+    alone = build_result({"gate_cost_ratio": 1.676}, {"gate_cost_ratio": {"bytes_ratio": 1.632}}, {}, meta)
+    assert alone["limits"] == held["limits"]
+    assert f"`gate_cost_ratio` is held by a physical limit: {held['limits']['gate_cost_ratio']}." in markdown(alone)
+    within = build_result({**ALL_MET, "gate_cost_ratio": 1.676}, {**base, "gate_cost_ratio": {"bytes_ratio": 1.55}},
+                          {}, meta)
+    assert within["limits"] == {} and within["unmet"] == ["gate_cost_ratio"]
+    met = build_result(dict(ALL_MET), {**base, "gate_cost_ratio": {"bytes_ratio": 1.632}}, {}, meta)
+    assert met["limits"] == {}
+
+
 def test_stored_bytes_goal_needs_accuracy_unchanged_within_noise():
     assert goals_met({"stored_bytes_ratio": 0.25}, accuracy_details(0.95, 0.94))["stored_bytes_ratio"] is True
     # 120 test clips at p ~ 0.9: 1 sd ~ 0.027; a 10-point drop is not noise
