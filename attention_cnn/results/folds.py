@@ -5,7 +5,10 @@
 - ``fold``: the fold's test accuracy per seed, and its mean and sample sd over seeds;
 - ``mean``: the mean over folds computed per seed (one number per seed: the whole cross-validation run with that
   seed), then the mean and sample sd of those numbers over seeds;
-- ``worst``: the fold with the lowest mean over seeds, with its own sd over seeds.
+- ``worst``: the fold with the lowest mean over seeds, with its own sd over seeds;
+- ``ensemble`` (where the folds' reports averaged their seeds' probabilities, ``ensembles.csv``): per fold the
+  accuracy of that one averaged model; ``ensemble_mean``, the mean of those over the folds, and
+  ``ensemble_worst``, the fold where it is lowest. The seeds are one model here, so these have no sd.
 
 The summary rows are written only when every fold of the recipe has results with the same seeds and the same
 settings apart from the folds' own keys; otherwise ``missing`` rows name the folds without results, or a
@@ -72,8 +75,9 @@ def settings_difference(params: dict[str, dict | None], fold_keys: set[str]) -> 
 
 
 def aggregate(folds: list[str], results: dict[str, list[dict[str, str]]], params: dict[str, dict | None],
-              fold_keys: set[str]) -> list[dict[str, Any]]:
-    """The rows of ``folds.csv``: ``results`` and ``params`` (loaded) for the folds that have results."""
+              fold_keys: set[str], ensembles: dict[str, list[dict[str, str]]] | None = None) -> list[dict[str, Any]]:
+    """The rows of ``folds.csv``: ``results``, ``params`` (loaded) and ``ensembles`` (each fold's
+    ``ensembles.csv`` rows, where it has them) for the folds that have results."""
     done = [f for f in folds if f in results]
     accs = {f: accuracies(results[f]) for f in done}
     groups = list(dict.fromkeys(g for f in done for g in accs[f]))
@@ -99,7 +103,26 @@ def aggregate(folds: list[str], results: dict[str, list[dict[str, str]]], params
         rows.append(_row(dataset, variant, "mean", "", seeds, per_seed))
         worst = min(done, key=lambda f: statistics.fmean(per_fold[f].values()))
         rows.append(_row(dataset, variant, "worst", worst, seeds, [per_fold[worst][s] for s in seeds]))
+        rows += ensemble_rows(dataset, variant, done, seeds, ensembles or {})
     return rows
+
+
+def ensemble_rows(dataset: str, variant: str, folds: list[str], seeds: list[int],
+                  ensembles: dict[str, list[dict[str, str]]]) -> list[dict[str, Any]]:
+    """Per fold the ensemble of ``seeds`` (every seed the folds ran), then its mean over the folds and its worst
+    fold; nothing unless every fold has that ensemble."""
+    accuracy = {}
+    for fold in folds:
+        for r in ensembles.get(fold, []):
+            if (r["dataset"], r["variant"]) == (dataset, variant) and \
+                    sorted(int(s) for s in r["seeds"].split()) == sorted(seeds):
+                accuracy[fold] = float(r["accuracy"])
+    if len(seeds) < 2 or set(accuracy) != set(folds):
+        return []
+    rows = [_row(dataset, variant, "ensemble", f, seeds, [accuracy[f]]) for f in folds]
+    mean = _row(dataset, variant, "ensemble_mean", "", seeds, [statistics.fmean(accuracy.values())])
+    worst = min(folds, key=lambda f: accuracy[f])
+    return rows + [mean, _row(dataset, variant, "ensemble_worst", worst, seeds, [accuracy[worst]])]
 
 
 def fold_keys(recipe: recipes.Recipe) -> set[str]:
@@ -108,14 +131,15 @@ def fold_keys(recipe: recipes.Recipe) -> set[str]:
 
 def write_folds(out: Path, recipe: recipes.Recipe) -> str:
     """``out/folds.csv`` from ``out/<fold>/`` (results.csv, params.yaml); a line saying what it holds."""
-    results, params = {}, {}
+    results, params, ensembles = {}, {}, {}
     for fold in recipe.folds:
         rows = read_csv(out / fold / "results.csv")
         if rows and (out / fold / "run.json").is_file():
             results[fold] = rows
+            ensembles[fold] = read_csv(out / fold / "ensembles.csv")
             params[fold] = yaml_data((out / fold / "params.yaml").read_bytes()) \
                 if (out / fold / "params.yaml").is_file() else None
-    rows = aggregate(list(recipe.folds), results, params, fold_keys(recipe))
+    rows = aggregate(list(recipe.folds), results, params, fold_keys(recipe), ensembles)
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()

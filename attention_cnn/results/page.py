@@ -293,7 +293,12 @@ def _run_date(folder: Path) -> str:
 
 def fold_row(r: dict[str, str]) -> list[str]:
     accs = [float(a) for a in r["test_accuracy_per_seed"].split()]
-    label = {"fold": f"`{r['fold']}`", "mean": "**mean over folds**", "worst": f"**worst fold**: `{r['fold']}`"}
+    label = {"fold": f"`{r['fold']}`", "mean": "**mean over folds**", "worst": f"**worst fold**: `{r['fold']}`",
+             "ensemble": f"`{r['fold']}`", "ensemble_mean": "**mean over folds**",
+             "ensemble_worst": f"**worst fold**: `{r['fold']}`"}
+    if r["row"].startswith("ensemble"):   # one model averaging the seeds' probabilities: one accuracy, no sd
+        return [r["dataset"], f"`{r['variant']}` x {len(r['seeds'].split())} (ensemble)", label[r["row"]],
+                r["seeds"].replace(" ", ", "), "one model", f"{100 * accs[0]:.2f}"]
     return [r["dataset"], f"`{r['variant']}`", label[r["row"]], r["seeds"].replace(" ", ", "),
             " / ".join(f"{100 * a:.2f}" for a in accs), fmt_stat(accs, 2, scale=100)]
 
@@ -322,8 +327,10 @@ def folds_section(name: str, folder: Path, recipe: recipes.Recipe | None) -> str
            f"(results.csv, comparisons.csv, the run's params.yaml, run.json).", "",
            "Test accuracy in %, per fold mean ± sd over seeds. Mean over folds: per seed the mean of the folds' "
            "accuracies, then mean ± sd of those over seeds. Worst fold: the fold with the lowest mean, ± its sd "
-           "over seeds.", ""]
-    shown = [fold_row(r) for r in rows if r["row"] in ("fold", "mean", "worst")]
+           "over seeds. An ensemble row is one model per fold averaging that fold's seed models' probabilities "
+           "(one accuracy, no spread over seeds).", ""]
+    shown = [fold_row(r) for r in rows if r["row"] in ("fold", "mean", "worst", "ensemble", "ensemble_mean",
+                                                        "ensemble_worst")]
     out += [table(["data set", "variant", "fold", "seeds", "test accuracy per seed", "mean ± sd"], shown)
             if shown else "No result rows.", ""]
     missing = list(dict.fromkeys(r["fold"] for r in rows if r["row"] == "missing"))

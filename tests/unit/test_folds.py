@@ -89,6 +89,28 @@ def test_mean_over_folds_is_per_seed_then_over_seeds_and_worst_is_the_lowest_mea
     assert mean["seeds"] == "0 1 2"
 
 
+def ensemble_rows(accuracy: float, seeds: str = "0 1 2") -> list[dict[str, str]]:
+    """One fold's ensembles.csv rows, as the report writes them."""
+    return [{"dataset": "speech", "variant": "resnet", "n_seeds": str(len(seeds.split())), "seeds": seeds,
+             "num_test": "500", "accuracy": repr(accuracy), "seed_accuracy_mean": "0.9", "gain": "0.01"}]
+
+
+def test_the_seeds_ensemble_per_fold_its_mean_over_folds_and_worst_fold():
+    """Every fold averaged its three seeds' probabilities: one accuracy per fold, their mean and the lowest fold;
+    a fold without that ensemble (or one of other seeds) means no ensemble rows at all."""
+    results = {f: results_rows(ACC[f], [0, 1, 2]) for f in ACC}
+    params = {f: {"data": {"speech": {"test_speakers": [f]}}} for f in ACC}
+    keys = {"data.speech.test_speakers"}
+    ensembles = {"a": ensemble_rows(0.95), "b": ensemble_rows(0.88), "c": ensemble_rows(0.99)}
+    rows = aggregate(["a", "b", "c"], results, params, keys, ensembles)
+    assert [(r["row"], r["fold"]) for r in rows][5:] == [("ensemble", "a"), ("ensemble", "b"), ("ensemble", "c"),
+                                                         ("ensemble_mean", ""), ("ensemble_worst", "b")]
+    assert float(rows[8]["test_accuracy_mean"]) == pytest.approx((0.95 + 0.88 + 0.99) / 3)
+    assert float(rows[9]["test_accuracy_mean"]) == 0.88 and rows[9]["test_accuracy_sd"] == ""
+    for partial in ({**ensembles, "c": []}, {**ensembles, "c": ensemble_rows(0.99, "0 1")}):
+        assert [r["row"] for r in aggregate(["a", "b", "c"], results, params, keys, partial)][5:] == []
+
+
 def test_no_mean_when_a_fold_is_missing_or_the_folds_differ():
     params = {f: {"data": {"speech": {"test_speakers": [f]}}, "train": {"epochs": 15}} for f in ACC}
     two = aggregate(["a", "b", "c"], {f: results_rows(ACC[f], [0, 1, 2]) for f in "ab"}, params,
@@ -147,6 +169,17 @@ def test_collect_keeps_each_fold_and_the_page_shows_the_folds_table(repo):
     git(repo.parent, "clone", "-q", str(repo), str(clone))
     shutil.copytree(repo / "results", clone / "results")
     assert render(clone / "results", clone) == page
+
+    # each fold's report averaged its seeds (ensembles.csv kept beside results.csv): the ensemble's rows
+    for fold, accuracy in (("a", 0.95), ("b", 0.88), ("c", 0.99)):
+        rows = ensemble_rows(accuracy)
+        (repo / "results" / "folded" / fold / "ensembles.csv").write_text(
+            ",".join(rows[0]) + "\n" + ",".join(rows[0].values()) + "\n")
+    assert write_folds(repo / "results" / "folded", recipe).endswith("3 of 3 folds (complete)")
+    section = render(repo / "results", repo).split("## folded", 1)[1]
+    assert "| speech | `resnet` x 3 (ensemble) | `b` | 0, 1, 2 | one model | 88.00 |" in section
+    assert "| speech | `resnet` x 3 (ensemble) | **mean over folds** | 0, 1, 2 | one model | 94.00 |" in section
+    assert "| speech | `resnet` x 3 (ensemble) | **worst fold**: `b` | 0, 1, 2 | one model | 88.00 |" in section
 
     # a fold kept from a run with other settings (the recipe changed since): the folds, but no mean
     kept = repo / "results" / "folded" / "c" / "params.yaml"
