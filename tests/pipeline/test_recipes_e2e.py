@@ -19,12 +19,12 @@ pytestmark = pytest.mark.slow
 
 def test_a_recipe_runs_as_a_named_experiment_and_reaches_the_results_page(tmp_path):
     root = make_project(tmp_path / "project", TINY_PARAMS)
-    # strong-mnist (resnet vs resnet_se, cosine schedule, label smoothing, no validation slice, early stopping off:
+    # strong-mnist (resnet vs resnet_se and resnet_cbam, cosine schedule, label smoothing, no validation slice, early stopping off:
     # a key params.yaml lacks), shrunk to seconds
     recipe = yaml.safe_load((ROOT / "recipes" / "strong-mnist.yaml").read_text())
     recipe["set"].update({"train.epochs": 1, "train.seeds": [0], "train.batch_size": 256,
-                          "models.resnet.filters": 8, "models.resnet_se.filters": 8,
-                          "models.resnet.augment": "none", "models.resnet_se.augment": "none"})
+                          **{f"models.{v}.{k}": x for v in ("resnet", "resnet_se", "resnet_cbam")
+                             for k, x in (("filters", 8), ("augment", "none"))}})
     (root / "recipes" / "tiny-strong.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "tiny recipe"], root)
