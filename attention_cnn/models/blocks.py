@@ -466,6 +466,12 @@ def digit_augmentation(x, name: str = "augment"):
     return layers.RandomRotation(DIGIT_ROTATION, fill_mode="constant", fill_value=0.0, name=f"{name}_rotate")(x)
 
 
+# The masks are built in float32 under any precision: TensorFlow's image transform behind RandomZoom and
+# RandomTranslation has no bfloat16 gradient, so a mixed_bfloat16 fit (train.mixed_precision auto on a CPU with
+# AVX512-BF16) failed in tape.gradient; the Multiply that applies a mask casts it to the compute dtype (0 and 1 exact).
+MASK_DTYPE = "float32"
+
+
 def _band_keep_mask(x, axis: int, fraction: float, name: str):
     """A (B, T, 1, 1) (axis 1) or (B, 1, F, 1) (axis 2) mask: 0 on one contiguous band per example, 1 elsewhere;
     all 1 outside training.
@@ -481,26 +487,26 @@ def _band_keep_mask(x, axis: int, fraction: float, name: str):
     n = max(1, int(round(fraction * length)))
     # a (B, n, 1, C) or (B, 1, n, C) slice of x turned into ones (Rescaling(0, 1)): a box that follows the batch size
     cut_rows = ((0, length - n), (0, int(x.shape[2]) - 1)) if axis == 1 else ((0, int(x.shape[1]) - 1), (0, length - n))
-    box = layers.Cropping2D(cut_rows, name=f"{name}_slice")(x)
-    box = layers.Rescaling(0.0, offset=1.0, name=f"{name}_ones")(box)
+    box = layers.Cropping2D(cut_rows, name=f"{name}_slice", dtype=MASK_DTYPE)(x)
+    box = layers.Rescaling(0.0, offset=1.0, name=f"{name}_ones", dtype=MASK_DTYPE)(box)
     before = length + (length - n) // 2
     pad = (before, 3 * length - n - before)
-    box = layers.ZeroPadding2D((pad, (0, 0)) if axis == 1 else ((0, 0), pad), name=f"{name}_strip")(box)
+    box = layers.ZeroPadding2D((pad, (0, 0)) if axis == 1 else ((0, 0), pad), name=f"{name}_strip", dtype=MASK_DTYPE)(box)
     zoom = (0.0, 1.0)  # a zoom out by 1 + u, u in [0, 1]: the box is n / (1 + u) cells wide
     shift = (-0.5, -1.0 / 6.0)  # of the strip's 3 * length: 0.5 .. 1.5 lengths towards the start
     if axis == 1:
         box = layers.RandomZoom(zoom, (0.0, 0.0), fill_mode="constant", interpolation="nearest",
-                                name=f"{name}_width")(box)
+                                name=f"{name}_width", dtype=MASK_DTYPE)(box)
         box = layers.RandomTranslation(shift, (0.0, 0.0), fill_mode="constant", interpolation="nearest",
-                                       name=f"{name}_place")(box)
-        box = layers.Cropping2D(((0, 2 * length), (0, 0)), name=f"{name}_crop")(box)
+                                       name=f"{name}_place", dtype=MASK_DTYPE)(box)
+        box = layers.Cropping2D(((0, 2 * length), (0, 0)), name=f"{name}_crop", dtype=MASK_DTYPE)(box)
     else:
         box = layers.RandomZoom((0.0, 0.0), zoom, fill_mode="constant", interpolation="nearest",
-                                name=f"{name}_width")(box)
+                                name=f"{name}_width", dtype=MASK_DTYPE)(box)
         box = layers.RandomTranslation((0.0, 0.0), shift, fill_mode="constant", interpolation="nearest",
-                                       name=f"{name}_place")(box)
-        box = layers.Cropping2D(((0, 0), (0, 2 * length)), name=f"{name}_crop")(box)
-    return layers.Rescaling(-1.0, offset=1.0, name=f"{name}_keep")(box)
+                                       name=f"{name}_place", dtype=MASK_DTYPE)(box)
+        box = layers.Cropping2D(((0, 0), (0, 2 * length)), name=f"{name}_crop", dtype=MASK_DTYPE)(box)
+    return layers.Rescaling(-1.0, offset=1.0, name=f"{name}_keep", dtype=MASK_DTYPE)(box)
 
 
 def spec_augment(x, name: str = "specaugment"):

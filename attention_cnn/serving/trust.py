@@ -34,11 +34,11 @@ _CHUNK_BYTES = 1 << 20
 ALLOWED_OPS: frozenset[str] = frozenset({
     "AddV2", "All", "ArgMax", "Assert", "AssignVariableOp", "AvgPool", "BatchMatMulV2", "BiasAdd", "Cast",
     "Complex", "ComplexAbs", "ConcatV2", "Const", "Conv2D", "Cos", "DecodePng", "DecodeWav", "Einsum", "Equal",
-    "ExpandDims", "Fill", "FloorDiv", "FloorMod", "GatherV2", "IRFFT", "Identity", "Less", "Log1p",
+    "ExpandDims", "Fill", "FloorDiv", "FloorMod", "GatherV2", "Greater", "IRFFT", "Identity", "Less", "Log1p",
     "LogicalAnd", "LowerBound", "MatMul", "Max", "MaxPool", "Maximum", "Mean", "Minimum", "Mul", "Neg", "NoOp",
     "NotEqual", "Pack", "Pad", "Prod", "RFFT", "Range", "ReadVariableOp", "RealDiv",
     "Relu", "Reshape", "Rsqrt", "SelectV2", "Shape", "Sigmoid", "Softmax", "SplitV", "SquaredDifference", "Squeeze",
-    "StatefulPartitionedCall", "StatelessIf", "StatelessWhile", "StopGradient", "StridedSlice", "Sub",
+    "Square", "StatefulPartitionedCall", "StatelessIf", "StatelessWhile", "StopGradient", "StridedSlice", "Sub", "Sum",
     "TensorListFromTensor", "TensorListGetItem", "TensorListReserve", "TensorListSetItem", "TensorListStack",
     "Tile", "Transpose", "While",
 })
