@@ -173,6 +173,10 @@ def convert_tflite(model, spec, workdir: Path) -> tuple[bytes | None, dict[str, 
     import keras
     import tensorflow as tf
 
+    if any(layer.compute_dtype == "bfloat16" for layer in model.layers):
+        # the converter would fail on every op and print its own "error:" lines; say why once instead
+        return None, {"file": None, "not_converted": [
+            "bfloat16 model: TFLite's built-in ops have no bfloat16 (train.mixed_precision: float32 gives a TFLite file)"]}
     candidates = tflite_candidates(model, spec)
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -243,7 +247,7 @@ def export(model_dir: Path, features_dir: Path, out: Path) -> dict[str, Any]:
     with atomic_dir(out) as tmp:
         functions = write_saved_model(model, spec, tmp / SAVED_MODEL_DIR)
         flatbuffer, tflite = convert_tflite(model, spec, tmp / ".tflite-source")
-        shutil.rmtree(tmp / ".tflite-source")
+        shutil.rmtree(tmp / ".tflite-source", ignore_errors=True)  # absent: nothing was converted
         if flatbuffer is not None:
             (tmp / TFLITE_FILE).write_bytes(flatbuffer)
         for name in COPIED_FROM_MODEL:
