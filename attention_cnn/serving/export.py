@@ -247,7 +247,8 @@ def export(model_dir: Path, features_dir: Path, out: Path) -> dict[str, Any]:
     with atomic_dir(out) as tmp:
         functions = write_saved_model(model, spec, tmp / SAVED_MODEL_DIR)
         flatbuffer, tflite = convert_tflite(model, spec, tmp / ".tflite-source")
-        shutil.rmtree(tmp / ".tflite-source", ignore_errors=True)  # absent: nothing was converted
+        if (tmp / ".tflite-source").exists():  # absent when the model was not sent to the converter
+            shutil.rmtree(tmp / ".tflite-source")
         if flatbuffer is not None:
             (tmp / TFLITE_FILE).write_bytes(flatbuffer)
         for name in COPIED_FROM_MODEL:

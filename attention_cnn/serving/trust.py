@@ -37,8 +37,8 @@ ALLOWED_OPS: frozenset[str] = frozenset({
     "ExpandDims", "Fill", "FloorDiv", "FloorMod", "GatherV2", "Greater", "IRFFT", "Identity", "Less", "Log1p",
     "LogicalAnd", "LowerBound", "MatMul", "Max", "MaxPool", "Maximum", "Mean", "Minimum", "Mul", "Neg", "NoOp",
     "NotEqual", "Pack", "Pad", "Prod", "RFFT", "Range", "ReadVariableOp", "RealDiv",
-    "Relu", "Reshape", "Rsqrt", "SelectV2", "Shape", "Sigmoid", "Softmax", "SplitV", "SquaredDifference", "Squeeze",
-    "Square", "StatefulPartitionedCall", "StatelessIf", "StatelessWhile", "StopGradient", "StridedSlice", "Sub", "Sum",
+    "Relu", "Reshape", "Rsqrt", "SelectV2", "Shape", "Sigmoid", "Softmax", "SplitV", "Square", "SquaredDifference",
+    "Squeeze", "StatefulPartitionedCall", "StatelessIf", "StatelessWhile", "StopGradient", "StridedSlice", "Sub", "Sum",
     "TensorListFromTensor", "TensorListGetItem", "TensorListReserve", "TensorListSetItem", "TensorListStack",
     "Tile", "Transpose", "While",
 })
