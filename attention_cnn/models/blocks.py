@@ -286,7 +286,7 @@ def residual_block(x, filters: int, strides: int = 1, attention=None, name: str 
 def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage: int = 2, stem_strides: int = 2,
            dropout: float = 0.0, attention=None, frontend: str = "linear", mel_bins: int = 64,
            sample_rate_hz: float | None = None, time_pool: int = 1, augment: str = "none",
-           utterance_norm: bool = False, freq_warp: float = 0.0, name: str = "resnet"):
+           utterance_norm: bool = False, freq_warp: float = 0.0, time_warp: float = 0.0, name: str = "resnet"):
     """A small ResNet: stem, 3 residual stages, global average pooling, dense softmax.
 
     (B, H, W, 1) -> stem conv_bn(3x3, ``stem_strides``) -> (B, H/s, W/s, filters)
@@ -309,7 +309,8 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
       fewer positions. Adds ``W*mel_bins`` frozen filterbank weights + ``4*mel_bins`` BatchNorm ones.
       ``utterance_norm``: the frontend also standardizes each mel bin per utterance
       (:func:`normalize_per_utterance`).
-    - ``freq_warp``: :func:`frequency_warp` on a spectrogram input, before the frontend (0: off).
+    - ``freq_warp``: :func:`frequency_warp`, ``time_warp``: :func:`tempo_warp`, on a spectrogram input, before the
+      frontend (0: off).
     - ``augment``: ``"none"``; ``"digits"``: :func:`digit_augmentation` on image inputs; ``"specaugment"``:
       :func:`spec_augment` on spectrogram inputs (after the frontend); ``"auto"``: each on its own kind of
       input, so one ``models.<variant>`` section serves MNIST and speech. A spectrogram is never rotated and
@@ -327,6 +328,8 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
         x = digit_augmentation(x)
     if freq_warp and spectrogram:
         x = frequency_warp(x, freq_warp)
+    if time_warp and spectrogram:
+        x = tempo_warp(x, time_warp)
     if frontend == "logmel" and spectrogram:
         if not sample_rate_hz:
             raise ValueError("the logmel frontend needs the spectrogram's sample rate (sample_rate_hz)")
@@ -442,16 +445,37 @@ def frequency_warp(x, max_warp: float, name: str = "warp"):
     """Vocal-tract-length perturbation in training: (B, T, F, C) -> (B, T, F, C), the identity otherwise.
 
     Each example's frequency axis is scaled about 0 Hz by its own factor ``a`` in ``[1 - max_warp, 1 + max_warp]``:
-    output bin ``b`` is input bin ``a * b`` (bilinear; bins read from above the top are 0). Built from Keras' own
-    layers: ``<name>_pad`` puts F - 1 zero bins below bin 0, so bin 0 is the centre of 2F - 1 columns;
-    ``<name>_zoom`` RandomZoom (width only) zooms about that centre; ``<name>_crop`` keeps the F columns from
-    bin 0 up.
+    output bin ``b`` is input bin ``a * b`` (bilinear; bins read from above the top are 0). See :func:`_axis_warp`.
     """
-    bins = int(x.shape[2])
-    x = layers.ZeroPadding2D(((0, 0), (bins - 1, 0)), name=f"{name}_pad")(x)
-    x = layers.RandomZoom((0.0, 0.0), (-float(max_warp), float(max_warp)), fill_mode="constant",
+    return _axis_warp(x, max_warp, 2, name)
+
+
+def tempo_warp(x, max_warp: float, name: str = "tempo"):
+    """Tempo perturbation in training: (B, T, F, C) -> (B, T, F, C), the identity otherwise.
+
+    Each example's time axis is scaled about its first frame by its own factor ``a`` in
+    ``[1 - max_warp, 1 + max_warp]``: output frame ``t`` is input frame ``a * t`` (bilinear; frames read from past
+    the end are 0, as featurize pads a clip), so the digit is spoken faster (a > 1) or slower with the same
+    spectrum. See :func:`_axis_warp`.
+    """
+    return _axis_warp(x, max_warp, 1, name)
+
+
+def _axis_warp(x, max_warp: float, axis: int, name: str):
+    """Axis 1 or 2 of (B, T, F, C) scaled about index 0 by a random factor per example, in training only.
+
+    Built from Keras' own layers: ``<name>_pad`` puts L - 1 zeros before index 0 of the axis (length L), so index
+    0 is the centre of 2L - 1; ``<name>_zoom`` RandomZoom (that axis only) zooms about that centre;
+    ``<name>_crop`` keeps the L entries from index 0 on.
+    """
+    length = int(x.shape[axis])
+    before = ((length - 1, 0), (0, 0)) if axis == 1 else ((0, 0), (length - 1, 0))
+    zoom = (-float(max_warp), float(max_warp))
+    x = layers.ZeroPadding2D(before, name=f"{name}_pad")(x)
+    still = (0.0, 0.0)
+    x = layers.RandomZoom(zoom if axis == 1 else still, still if axis == 1 else zoom, fill_mode="constant",
                           interpolation="bilinear", name=f"{name}_zoom")(x)
-    return layers.Cropping2D(((0, 0), (bins - 1, 0)), name=f"{name}_crop")(x)
+    return layers.Cropping2D(before, name=f"{name}_crop")(x)
 
 
 def digit_augmentation(x, name: str = "augment"):

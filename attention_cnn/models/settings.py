@@ -24,6 +24,9 @@ class VariantSettings(BaseModel):
     # constant | cosine (decays to 0 over train.epochs, per step: the last epochs polish, seeds agree more)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     label_smoothing: Fraction = 0.0
+    # mixup (Zhang et al. 2018): each training example blended with another of its batch, inputs and one-hot
+    # labels alike, by a weight drawn from Beta(mixup_alpha, mixup_alpha) per example; 0: off
+    mixup_alpha: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 0.0
 
     def builder_settings(self) -> dict:
         """The settings ``build`` uses (everything but the training keys)."""
@@ -58,6 +61,10 @@ class ResNetSettings(VariantSettings):
     # a spectrogram's frequency axis stretched about 0 Hz by a factor in [1 - freq_warp, 1 + freq_warp], drawn
     # per example in training (vocal-tract-length perturbation); 0: off
     freq_warp: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.0
+    # a spectrogram's time axis stretched about its first frame by a factor in [1 - time_warp, 1 + time_warp], drawn
+    # per example in training (tempo perturbation: a faster or slower speaker; with freq_warp it spans speed
+    # perturbation's changes of rate and pitch); 0: off
+    time_warp: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.0
 
 
 def is_spectrogram(input_shape, mel_bins: int) -> bool:

@@ -33,8 +33,33 @@ def run_record(train: Train, model: VariantSettings, dataset: str) -> dict[str, 
         "validate_on_test": train.validate_on_test, "early_stopping": train.early_stopping.model_dump(exclude_unset=True),
         "strategy": train.strategy, "mixed_precision": train.mixed_precision, "resume": train.resume,
         "learning_rate": model.learning_rate, "lr_schedule": model.lr_schedule, "label_smoothing": model.label_smoothing,
-        "model": model.model_dump(exclude_unset=True),
+        "mixup_alpha": model.mixup_alpha, "model": model.model_dump(exclude_unset=True),
     }
+
+
+def mixup(ds, alpha: float, seed: int):
+    """Batches ``(x, y)`` (one-hot ``y``) -> mixup's blends, the same shapes: example ``i`` of a batch of ``n`` becomes
+    ``lam_i * x_i + (1 - lam_i) * x_(n-1-i)``, its label likewise, ``lam_i ~ Beta(alpha, alpha)``.
+
+    The partner is the example at the mirrored place in the (shuffled) batch. The weights come from stateless
+    draws keyed on ``seed`` and the batch's number, so a run with the same seed sees the same blends; a batch of
+    one is left as it is. Why in the input pipeline and not in the model: the labels are blended too.
+    """
+    import tensorflow as tf
+
+    def blend(step, batch):
+        x, y = batch
+        n = tf.shape(y)[0]
+        key = tf.stack([tf.constant(seed, tf.int64), step])
+        g1 = tf.random.stateless_gamma([n], seed=key, alpha=alpha)
+        g2 = tf.random.stateless_gamma([n], seed=key + tf.constant([0, 1 << 40], tf.int64), alpha=alpha)
+        total = g1 + g2
+        lam = tf.where(total > 0, g1 / tf.maximum(total, 1e-30), 0.5)   # both draws 0 (tiny alpha): an even blend
+        lam_x = tf.reshape(lam, tf.concat([[n], tf.ones([tf.rank(x) - 1], tf.int32)], 0))
+        x = lam_x * x + (1.0 - lam_x) * tf.reverse(x, [0])
+        return x, lam[:, None] * y + (1.0 - lam[:, None]) * tf.reverse(y, [0])
+
+    return ds.enumerate().map(blend, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def learning_rate(model: VariantSettings, epochs: int, steps_per_epoch: int):
@@ -161,6 +186,8 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, train: Train,
     # One endless, reshuffled-every-pass input and steps_per_epoch: one iterator for the whole fit (see batched).
     train_ds = batched(features_dir, spec, "train", bs, folds=train_folds, shuffle_buffer=train.shuffle_buffer_for(dataset), seed=seed,
                        drop_remainder=replicas > 1, repeat=True)
+    if model_settings.mixup_alpha:
+        train_ds = mixup(train_ds, model_settings.mixup_alpha, seed)
     val_ds = None
     if train.validate_on_test or k > 0:
         rest = count_in_folds(spec, val_split, val_folds) % bs

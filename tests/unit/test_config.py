@@ -176,8 +176,8 @@ EXACT_ERRORS = [
     # model settings: the variant module's Settings
     ("model-setting", "models.cnn.filterz", 32, "unknown key 'models.cnn.filterz' (did you mean 'models.cnn.filters'?)"),
     ("model-setting-no-hint", "models.cnn.zzz", 1,
-     "unknown key 'models.cnn.zzz'; keys here: learning_rate, lr_schedule, label_smoothing, filters, kernel_size, "
-     "pool_size, dropout, dense_units"),
+     "unknown key 'models.cnn.zzz'; keys here: learning_rate, lr_schedule, label_smoothing, mixup_alpha, filters, "
+     "kernel_size, pool_size, dropout, dense_units"),
     ("model-setting-of-other-variant", "models.cnn.gate_kernel_size", 3,
      "unknown key 'models.cnn.gate_kernel_size' (did you mean 'models.cnn.kernel_size'?)"),
     ("model-setting-type", "models.cnn_attention.gate_kernel_size", "3x3",

@@ -10,7 +10,7 @@ from attention_cnn.common import StageError
 from attention_cnn.config import load_config
 from attention_cnn.features.tfrecords import FeatureSpec, ShardedWriter, assign_folds, count_by_class, serialize_example, write_spec
 from attention_cnn.models import feature_set, settings_type
-from attention_cnn.training.train import fit
+from attention_cnn.training.train import fit, mixup
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -58,7 +58,45 @@ def test_cosine_schedule_decays_to_zero_over_the_run_and_constant_stays(tiny_fea
     assert record["lr_schedule"] == "cosine" and record["model"]["label_smoothing"] == 0.2  # config.json's record
 
 
+def _blended(alpha: float, seed: int, batches: int = 3, n: int = 6):
+    """mixup over ``batches`` batches of ``n`` examples: x an example's own number on every pixel, y one-hot of it."""
+    import tensorflow as tf
+
+    x = np.arange(batches * n, dtype=np.float32).reshape(batches, n, 1, 1, 1) * np.ones((1, 1, 2, 2, 1), np.float32)
+    y = np.eye(batches * n, dtype=np.float32).reshape(batches, n, batches * n)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    return [(a.numpy(), b.numpy()) for a, b in mixup(ds, alpha, seed)]
+
+
+def test_mixup_blends_each_example_with_its_mirror_inputs_and_labels_alike():
+    n = 6
+    for step, (x, y) in enumerate(_blended(0.4, seed=0, n=n)):
+        np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-6)
+        for i in range(n):
+            own, mirror = step * n + i, step * n + n - 1 - i
+            lam = y[i, own] if own != mirror else 1.0
+            assert 0.0 <= lam <= 1.0
+            np.testing.assert_allclose(y[i, mirror], 1.0 - lam if own != mirror else 1.0, atol=1e-6)
+            assert np.count_nonzero(y[i]) <= 2                             # only the pair's labels
+            np.testing.assert_allclose(x[i], lam * own + (1.0 - lam) * mirror, rtol=1e-5)   # the same weight
+    weights = np.concatenate([y[np.arange(n), np.arange(n) + k * n] for k, (_, y) in enumerate(_blended(0.4, 0))])
+    assert np.ptp(weights) > 0.2                                          # a weight per example
+    same, other = _blended(0.4, 0), _blended(0.4, 1)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(same, _blended(0.4, 0)))   # the seed fixes the blends
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(same, other))
+
+
+def test_mixup_trains_and_is_recorded(tiny_features):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model, _, rows, _, record = fit(tiny_features, "mnist", "cnn", 0, *settings(mixup_alpha=0.2), verbose=0)
+    assert record["mixup_alpha"] == 0.2 and record["model"]["mixup_alpha"] == 0.2
+    assert len(rows) == 3 and all(np.isfinite(float(r[1])) for r in rows)
+
+
 @pytest.mark.parametrize("key,value,match", [
+    ("mixup_alpha", -1.0, r"models.cnn.mixup_alpha must be >= 0.0"),
     ("lr_schedule", "linear", "models.cnn.lr_schedule must be one of constant, cosine"),
     ("label_smoothing", 1.0, r"models.cnn.label_smoothing must be < 1.0"),
     ("label_smoothing", -0.1, r"models.cnn.label_smoothing must be >= 0.0"),

@@ -252,7 +252,7 @@ assert not [m for m in sys.modules if m == "attention_cnn" or m.startswith("atte
 """
 
 
-SPEAKER_LEVERS = {"utterance_norm": True, "freq_warp": 0.1}
+SPEAKER_LEVERS = {"utterance_norm": True, "freq_warp": 0.1, "time_warp": 0.1}
 
 
 @pytest.mark.parametrize("variant,onednn,extra",
@@ -294,6 +294,7 @@ def test_logmel_model_round_trips_through_safe_mode_without_the_project(variant,
     (SMALL_SPECTROGRAM, {"augment": "specaugment", "mel_bins": 16}, "specaugment_freq"),
     (SMALL_SPECTROGRAM, {"augment": "auto", "frontend": "logmel", "mel_bins": 16}, "specaugment_freq"),
     (SMALL_SPECTROGRAM, {"augment": "freq_warp", "frontend": "logmel", "mel_bins": 16}, "warp_zoom"),
+    (SMALL_SPECTROGRAM, {"augment": "time_warp", "frontend": "logmel", "mel_bins": 16}, "tempo_zoom"),
 ])
 def test_augmentation_acts_in_training_only(shape, settings, marker):
     """Same weights with and without augmentation: identical at inference (predict, training=False), different in
@@ -301,8 +302,10 @@ def test_augmentation_acts_in_training_only(shape, settings, marker):
     import keras
 
     keras.utils.set_random_seed(0)
-    settings = {**settings, **({"augment": "none", "freq_warp": 0.1} if settings["augment"] == "freq_warp" else {})}
-    plain = build_model("resnet", shape, 10, {k: v for k, v in settings.items() if k not in ("augment", "freq_warp")})
+    warp = settings["augment"]
+    settings = {**settings, **({"augment": "none", warp: 0.1} if warp in ("freq_warp", "time_warp") else {})}
+    plain = build_model("resnet", shape, 10, {k: v for k, v in settings.items()
+                                              if k not in ("augment", "freq_warp", "time_warp")})
     augmented = build_model("resnet", shape, 10, settings)
     assert marker in [layer.name for layer in augmented.layers]
     augmented.set_weights(plain.get_weights())  # augmentation has no weights of its own
@@ -412,6 +415,32 @@ def test_frequency_warp_stretches_about_zero_hertz_per_example():
     assert np.ptp(slopes[:, 0]) > 0.1                                         # a factor per example
 
 
+def test_tempo_warp_stretches_time_about_the_first_frame_per_example():
+    """A clip whose level rises linearly with time stays linear through frame 0, its slope multiplied by each
+    example's own factor in [1 - w, 1 + w]; every frequency bin moves alike (the spectrum of a frame is kept); the
+    identity outside training."""
+    import keras
+
+    from attention_cnn.models.blocks import tempo_warp
+
+    keras.utils.set_random_seed(3)
+    frames, bins, n, warp = 65, 5, 16, 0.2
+    inputs = keras.Input((frames, bins, 1))
+    model = keras.Model(inputs, tempo_warp(inputs, warp))
+    colour = np.linspace(1.0, 2.0, bins, dtype=np.float32)           # a different level per bin
+    ramp = (np.arange(frames, dtype=np.float32)[:, None] * colour[None, :])[None, :, :, None]
+    ramp = np.broadcast_to(ramp, (n, frames, bins, 1)).copy()
+    np.testing.assert_array_equal(model(ramp, training=False).numpy(), ramp)
+    out = model(ramp, training=True).numpy()
+    assert out.shape == ramp.shape
+    early = out[:, : frames // 2, :, 0]                                # nothing fills in from past the end here
+    np.testing.assert_allclose(early / colour, np.broadcast_to(early[:, :, :1], early.shape), atol=1e-3)
+    slopes = np.array([np.polyfit(np.arange(frames // 2), early[i, :, 0], 1) for i in range(n)])
+    np.testing.assert_allclose(slopes[:, 1], 0.0, atol=0.05)           # frame 0 stays the first frame
+    assert (slopes[:, 0] >= 1 - warp - 1e-3).all() and (slopes[:, 0] <= 1 + warp + 1e-3).all()
+    assert np.ptp(slopes[:, 0]) > 0.1                                  # a factor per example
+
+
 def test_builder_refuses_unknown_frontend_and_augment():
     from pydantic import ValidationError
 
@@ -431,6 +460,7 @@ def test_builder_refuses_unknown_frontend_and_augment():
     ("time_pool", 0, "models.{v}.time_pool must be >= 1, got 0"),
     ("time_pool", "2", "models.{v}.time_pool must be an integer, got '2' (a quoted number is text; remove the quotes)"),
     ("freq_warp", 0.6, "models.{v}.freq_warp must be <= 0.5, got 0.6"),
+    ("time_warp", -0.1, "models.{v}.time_warp must be >= 0.0, got -0.1"),
     ("utterance_norm", "yes", "models.{v}.utterance_norm must be true or false, got 'yes'"),
 ])
 @pytest.mark.parametrize("variant", RESNETS)
@@ -448,7 +478,7 @@ def test_each_new_setting_is_validated_in_one_line(variant, key, value, expected
 
 
 @pytest.mark.parametrize("settings", [{"frontend": "logmel", "mel_bins": 40, "time_pool": 4, "augment": "auto",
-                                       "utterance_norm": True, "freq_warp": 0.1},
+                                       "utterance_norm": True, "freq_warp": 0.1, "time_warp": 0.1},
                                       {"augment": "digits"}, {"augment": "specaugment"}])
 def test_valid_frontend_settings_pass_validation(settings):
     from conftest import config
