@@ -159,16 +159,48 @@ def section(name: str, folder: Path, recipe: recipes.Recipe | None = None) -> st
     return "\n".join(out)
 
 
+LEVER_INTRO = ("Against [{other}](#{other}), the same recipe without this one's lever: test accuracy in %, mean ± sd "
+               "over seeds; the difference of the means with Welch's t 95 % interval and two-sided p (the seeds are "
+               "the unit; each side's seeds are independent trainings).")
+LEVER_HEADER = ["data set", "variant", "this recipe", "{other}", "Δ (points)", "95 % CI (points)", "Welch p"]
+
+
 def lever_section(results: list[dict[str, str]], other: str, other_folder: Path) -> str:
     """This run against the recipe it changes one thing of (``compare_with``): per data set and variant in both,
     the per-seed accuracies side by side and Welch's t interval of the difference of their means. The two runs'
     seeds are independent trainings, so the seeds are not paired."""
     other_rows = read_csv(other_folder / "results.csv") if (other_folder / "run.json").is_file() else []
-    intro = (f"Against [{other}](#{other}), the same recipe without this one's lever: test accuracy in %, "
-             f"mean ± sd over seeds; the difference of the means with Welch's t 95 % interval and two-sided p "
-             f"(the seeds are the unit; each side's seeds are independent trainings).")
     if not other_rows:
         return f"Against `{other}`: it has no results yet (`make recipe NAME={other}`)."
+    body = lever_rows(results, other_rows)
+    if not body:
+        return f"Against `{other}`: no data set and variant in common."
+    return LEVER_INTRO.format(other=other) + "\n\n" + table([h.format(other=other) for h in LEVER_HEADER], body)
+
+
+def folds_lever_section(folder: Path, folds_run: list[str], other: str, other_folder: Path) -> str:
+    """A folded recipe against the folded recipe it changes one thing of: :func:`lever_section` fold by fold, for
+    the folds both have run (a lever can be measured on some folds before all of them are run)."""
+    body, lacking = [], []
+    for fold in folds_run:
+        theirs = other_folder / fold
+        rows = lever_rows(read_csv(folder / fold / "results.csv"), read_csv(theirs / "results.csv")) \
+            if (theirs / "run.json").is_file() else []
+        if not rows:
+            lacking.append(fold)
+        body += [[fold, *row] for row in rows]
+    out = []
+    if body:
+        out.append(LEVER_INTRO.format(other=other) + " Fold by fold:\n\n"
+                   + table(["fold", *(h.format(other=other) for h in LEVER_HEADER)], body))
+    if lacking:
+        out.append(f"Against `{other}`: no results in common for fold{'s' if len(lacking) > 1 else ''} "
+                   f"{', '.join(lacking)}.")
+    return "\n\n".join(out)
+
+
+def lever_rows(results: list[dict[str, str]], other_rows: list[dict[str, str]]) -> list[list[str]]:
+    """Per data set and variant in both runs: the two runs' accuracies, their difference, its interval and p."""
 
     def by_key(rows):
         out: dict[tuple[str, str], list[float]] = {}
@@ -187,10 +219,7 @@ def lever_section(results: list[dict[str, str]], other: str, other_folder: Path)
             delta, interval, p_text = sum(a) / len(a) - sum(b) / len(b), "needs ≥ 2 seeds a side", "—"
         body.append([key[0], f"`{key[1]}`", fmt_stat(a, 2, scale=100), fmt_stat(b, 2, scale=100),
                      points(delta, 1), interval, p_text])
-    if not body:
-        return f"Against `{other}`: no data set and variant in common."
-    return intro + "\n\n" + table(["data set", "variant", "this recipe", other, "Δ (points)", "95 % CI (points)",
-                                     "Welch p"], body)
+    return body
 
 
 def ensemble_table(rows: list[dict[str, str]]) -> str:
@@ -346,4 +375,7 @@ def folds_section(name: str, folder: Path, recipe: recipes.Recipe | None) -> str
             comparisons.append({**r, "dataset": f"{r['dataset']} (fold {fold})"})
     if comparisons:
         out += [comparison_table(comparisons), ""]
+    if recipe is not None and recipe.compare_with and records:
+        out += [folds_lever_section(folder, list(records), recipe.compare_with, folder.parent / recipe.compare_with),
+                ""]
     return "\n".join(out)

@@ -50,11 +50,12 @@ def write_reports(root: Path, accs: list[float], seeds: list[int]) -> None:
 
 
 def fold_experiment(repo: Path, recipe: recipes.Recipe, fold: str, date: str, extra: list[str] = (),
-                    seeds: list[int] = (0, 1, 2)) -> str:
+                    seeds: list[int] = (0, 1, 2), accs: list[float] | None = None) -> str:
     """The fold's finished experiment '<recipe>-<fold>': its params.yaml set by DVC's own -S code."""
     (run,) = [r for r in recipes.expand(recipe) if r.fold == fold]
+    accs = list(accs or ACC[fold])[:len(seeds)]
     return commit_experiment(repo, run.experiment, recipes.set_flags(run) + list(extra),
-                             lambda work: write_reports(work, ACC[fold][:len(seeds)], list(seeds)), date)
+                             lambda work: write_reports(work, accs, list(seeds)), date)
 
 
 @pytest.fixture
@@ -197,3 +198,36 @@ def test_a_folded_recipe_not_run_is_listed_with_the_queue_command(repo):
                                                    "folded-c: not run yet"]
     assert not (repo / "results" / "folded").exists()
     assert "- `folded`: `make recipe NAME=folded QUEUE=1`, then `dvc queue start`" in render(repo / "results", repo)
+
+
+def test_a_folded_lever_is_shown_against_its_recipe_fold_by_fold(repo):
+    """compare_with between folded recipes: per fold both have run, the two runs' accuracies side by side with
+    Welch's interval of the difference (a lever measured on the worst fold before the others); a fold the other
+    recipe has not run is named."""
+    import math
+
+    from scipy.stats import t as student_t
+
+    lever_text = (FOLDED.replace("Three held-out speakers", "With a lever").replace("shows: a test", "shows: a lever")
+                  .replace("  train.seeds: [0, 1, 2]\n", "  train.seeds: [0, 1, 2]\n  models.resnet.time_warp: 0.1\n")
+                  + "compare_with: folded\n")
+    (repo / "recipes" / "folded-lever.yaml").write_text(lever_text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a lever")
+    base, lever = recipes.load_recipe("folded", repo), recipes.load_recipe("folded-lever", repo)
+    mine = [0.90, 0.92, 0.91]
+    fold_experiment(repo, base, "b", "2026-01-03T10:00:00+00:00")
+    fold_experiment(repo, lever, "b", "2026-01-03T11:00:00+00:00", accs=mine)
+    fold_experiment(repo, lever, "c", "2026-01-03T12:00:00+00:00")
+    collect(repo, repo / "results")
+    section = render(repo / "results", repo).split("## folded-lever", 1)[1].split("\n## ")[0]
+    assert "Against [folded](#folded), the same recipe without this one's lever" in section and "Fold by fold:" in section
+    theirs = ACC["b"]
+    va, vb = (statistics.variance(v) / 3 for v in (mine, theirs))
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    half = student_t.ppf(0.975, df) * math.sqrt(va + vb)
+    p = 2 * student_t.sf(0.08 / math.sqrt(va + vb), df)
+    assert (f"| b | speech | `resnet` | 91.00 ± 1.00 | 83.00 ± 3.00 | +8.0 | +{100 * (0.08 - half):.1f} to "
+            f"+{100 * (0.08 + half):.1f} | p = {p:.3f} |") in section, section
+    assert "Against `folded`: no results in common for fold c." in section
+    assert "Against" not in render(repo / "results", repo).split("## folded\n", 1)[1].split("\n## ")[0]
