@@ -49,7 +49,7 @@ ALLOWED: frozenset[tuple[str | None, str, str | None]] = frozenset(
                                                      "Subtract", "Sum")},
         ("keras.src.ops.math", "Rsqrt", "Rsqrt"),
         ("keras.src.ops.core", "Cast", "Cast"),                         # mixed precision, as Keras 3.8 saved it
-        # Training checkpoints (state.keras, compiled): the loss, the learning-rate schedule and the project's
+        # Training checkpoints (state-<epoch>.keras, compiled): the loss, the learning-rate schedule and the project's
         # own optimizer, dropout and gate convolution, which resolve only through their registrations in attention_cnn.
         ("keras.losses", "CategoricalCrossentropy", None),
         ("keras.optimizers.schedules", "CosineDecay", None),

@@ -106,9 +106,11 @@ def _round(value: Any) -> Any:
 class Checkpoint:
     """Per-epoch training state in ``folder`` (outside DVC outputs, which DVC deletes before a stage runs).
 
-    ``state.keras``: the compiled model with optimizer state; ``state.json``: epochs done, history rows,
-    early-stopping counters, training seconds so far and the settings fingerprint. Both are replaced
-    atomically after every epoch, so a kill at any moment leaves the last complete epoch.
+    ``state-<epoch>.keras``: the compiled model with optimizer state; ``state.json``: epochs done, the model
+    file of that epoch, history rows, early-stopping counters, the random layers' generator states (a .keras
+    file does not keep them), training seconds so far and the settings fingerprint. After every epoch the new
+    model file is written first, then ``state.json`` is replaced atomically to name it, then older model files
+    go: a kill at any moment leaves a state.json and the model of the same complete epoch.
     """
 
     def __init__(self, folder: Path, key: str) -> None:
@@ -118,38 +120,63 @@ class Checkpoint:
         """``(model, state)`` of a matching checkpoint, or ``None``."""
         import json
 
-        state_file, model_file = self.folder / "state.json", self.folder / "state.keras"
-        if not (state_file.is_file() and model_file.is_file()):
-            return None
+        state_file = self.folder / "state.json"
         try:
-            state = json.loads(state_file.read_text())
+            state = json.loads(state_file.read_text()) if state_file.is_file() else None
         except ValueError:
+            state = None
+        if not isinstance(state, dict):
             return None
         from attention_cnn.training.checkpoints import stale_reason
 
         reason = stale_reason(state.get("fingerprint"), self.key)  # same params, code files and input data?
+        model_file = self.folder / str(state.get("model_file", ""))
+        if not reason and not (state.get("model_file") and model_file.is_file()):
+            reason = "its model file is missing"
         if reason:
             print(f"resume: checkpoint in {self.folder} discarded: {reason}; starting from scratch", flush=True)
             return None
         from attention_cnn.models.safe_load import load_model
 
         try:  # the same allow-list and safe_mode as every model load (docs/model-safety.md)
-            return load_model(model_file, compile=True), state
+            model = load_model(model_file, compile=True)
         except StageError as exc:
             print(f"resume: checkpoint discarded: {exc}; starting from scratch", flush=True)
             return None
+        rng = random_states(model)
+        saved = state.get("random_states", [])
+        if len(saved) != len(rng):
+            print(f"resume: checkpoint in {self.folder} discarded: it holds {len(saved)} random generator states, "
+                  f"the model has {len(rng)}; starting from scratch", flush=True)
+            return None
+        for variable, value in zip(rng, saved):
+            variable.assign(value)
+        return model, state
 
     def save(self, model, state: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / ".state.keras.tmp.keras"
-        model.save(tmp)
         import os
 
-        os.replace(tmp, self.folder / "state.keras")
-        atomic_write_json(self.folder / "state.json", {**state, "fingerprint": self.key})
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"state-{state['epoch']}.keras"
+        tmp = self.folder / f".{name}.tmp.keras"
+        model.save(tmp)
+        os.replace(tmp, self.folder / name)
+        atomic_write_json(self.folder / "state.json", {
+            **state, "model_file": name, "random_states": [v.numpy().tolist() for v in random_states(model)],
+            "fingerprint": self.key})
+        for old in self.folder.glob("state-*.keras"):
+            if old.name != name:
+                old.unlink()
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def random_states(model) -> list:
+    """The state variables of the model's random generators (dropout masks, augmentation draws), in model order:
+    ``model.variables`` holds them beside the weights, a saved .keras file does not."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
 
 
 def fit(features_dir: Path, dataset: str, variant: str, seed: int, train: Train, model_settings: VariantSettings,
@@ -205,6 +232,9 @@ def fit(features_dir: Path, dataset: str, variant: str, seed: int, train: Train,
         if resumed:
             model, state = resumed
             print(f"resume: continuing {dataset}/{variant} seed={seed} after epoch {state['epoch']}", flush=True)
+            # The endless input picks up where the interrupted run left it (the same shuffles and blends), not
+            # at its first pass again: the batches the done epochs drew are read and dropped, not trained on.
+            train_ds = train_ds.skip(state["epoch"] * steps)
         else:
             state = {"epoch": 0, "rows": [], "train_time_s": 0.0, "early_stopping": {}}
             model = build_model(variant, tuple(spec.shape), spec.num_classes, model_settings,

@@ -111,6 +111,9 @@ def test_resume_continues_after_kill_9(tmp_path):
     assert summary["epochs_run"] == 5 and summary["resumed_from_epoch"] == done
     assert not ckpt.exists()  # cleared after success: a later run starts fresh
     assert (tmp_path / "run" / "model" / "model.keras").is_file()
+    # The resumed run trained on the batches the uninterrupted run trains on (not the first pass's again).
+    run(train_cmd(tmp_path, features, params, "whole", tmp_path / "ckpt-whole"), ROOT)
+    assert (tmp_path / "whole" / "history.csv").read_text().splitlines() == history
 
 
 def test_checkpoint_from_other_settings_is_not_resumed(tmp_path):

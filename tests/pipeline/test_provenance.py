@@ -99,7 +99,7 @@ def test_checkpoint_resumes_only_its_own_run(mnist_project, tmp_path):
     done = interrupt_training(root, tmp_path / "kill1.txt")
     saved = tmp_path / "saved-checkpoint"
     shutil.copytree(root / CKPT, saved)
-    old_units = dense_units(saved / "state.keras")
+    old_units = dense_units(saved / json.loads((saved / "state.json").read_text())["model_file"])
 
     # Nothing changed: it continues (the control).
     out = run(["dvc", "repro", STAGE], root).stdout
