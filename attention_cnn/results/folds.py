@@ -91,7 +91,9 @@ def aggregate(folds: list[str], results: dict[str, list[dict[str, str]]], params
             rows.append(_row(dataset, variant, "fold", f, seeds, [per_fold[f][s] for s in seeds]))
         rows += [_row(dataset, variant, "missing", f, [], [], "no finished run") for f in missing]
         seed_sets = {tuple(sorted(per_fold[f])) for f in done}
-        if missing:
+        if missing:   # no mean or worst fold yet; each finished fold's ensemble is still its own result
+            rows += [_row(dataset, variant, "ensemble", f, sorted(per_fold[f]), [acc]) for f in done
+                     if (acc := ensemble_accuracy(dataset, variant, f, sorted(per_fold[f]), ensembles or {})) is not None]
             continue
         if mismatch is None and len(seed_sets) > 1:
             mismatch = "; ".join(f"fold {f} has seeds {' '.join(map(str, sorted(per_fold[f])))}" for f in done)
@@ -107,17 +109,22 @@ def aggregate(folds: list[str], results: dict[str, list[dict[str, str]]], params
     return rows
 
 
+def ensemble_accuracy(dataset: str, variant: str, fold: str, seeds: list[int],
+                      ensembles: dict[str, list[dict[str, str]]]) -> float | None:
+    """The accuracy of ``fold``'s ensemble of exactly ``seeds`` (at least two), or ``None`` where it has none."""
+    for r in ensembles.get(fold, []):
+        if (r["dataset"], r["variant"]) == (dataset, variant) and len(seeds) > 1 and \
+                sorted(int(s) for s in r["seeds"].split()) == sorted(seeds):
+            return float(r["accuracy"])
+    return None
+
+
 def ensemble_rows(dataset: str, variant: str, folds: list[str], seeds: list[int],
                   ensembles: dict[str, list[dict[str, str]]]) -> list[dict[str, Any]]:
     """Per fold the ensemble of ``seeds`` (every seed the folds ran), then its mean over the folds and its worst
     fold; nothing unless every fold has that ensemble."""
-    accuracy = {}
-    for fold in folds:
-        for r in ensembles.get(fold, []):
-            if (r["dataset"], r["variant"]) == (dataset, variant) and \
-                    sorted(int(s) for s in r["seeds"].split()) == sorted(seeds):
-                accuracy[fold] = float(r["accuracy"])
-    if len(seeds) < 2 or set(accuracy) != set(folds):
+    accuracy = {f: ensemble_accuracy(dataset, variant, f, seeds, ensembles) for f in folds}
+    if None in accuracy.values():
         return []
     rows = [_row(dataset, variant, "ensemble", f, seeds, [accuracy[f]]) for f in folds]
     mean = _row(dataset, variant, "ensemble_mean", "", seeds, [statistics.fmean(accuracy.values())])

@@ -112,6 +112,17 @@ def test_the_seeds_ensemble_per_fold_its_mean_over_folds_and_worst_fold():
         assert [r["row"] for r in aggregate(["a", "b", "c"], results, params, keys, partial)][5:] == []
 
 
+def test_an_incomplete_recipe_shows_each_finished_folds_ensemble_and_no_mean():
+    """A lever measured on one fold first: that fold's ensemble is a result of its own; no mean or worst fold."""
+    params = {f: {"data": {"speech": {"test_speakers": [f]}}} for f in ACC}
+    results = {f: results_rows(ACC[f], [0, 1, 2]) for f in "ab"}
+    ensembles = {"a": ensemble_rows(0.95), "b": ensemble_rows(0.88, "0 1")}   # b's is not of its three seeds
+    rows = aggregate(["a", "b", "c"], results, params, {"data.speech.test_speakers"}, ensembles)
+    assert [(r["row"], r["fold"]) for r in rows] == [("fold", "a"), ("fold", "b"), ("missing", "c"),
+                                                     ("ensemble", "a")]
+    assert float(rows[3]["test_accuracy_mean"]) == 0.95 and rows[3]["seeds"] == "0 1 2"
+
+
 def test_no_mean_when_a_fold_is_missing_or_the_folds_differ():
     params = {f: {"data": {"speech": {"test_speakers": [f]}}, "train": {"epochs": 15}} for f in ACC}
     two = aggregate(["a", "b", "c"], {f: results_rows(ACC[f], [0, 1, 2]) for f in "ab"}, params,
