@@ -14,6 +14,7 @@ Outputs: ``--out`` (model.keras, config.json, class_names.json: deterministic by
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import time
 from pathlib import Path
@@ -130,8 +131,9 @@ class Checkpoint:
         from attention_cnn.training.checkpoints import stale_reason
 
         reason = stale_reason(state.get("fingerprint"), self.key)  # same params, code files and input data?
-        model_file = self.folder / str(state.get("model_file", ""))
-        if not reason and not (state.get("model_file") and model_file.is_file()):
+        name = state.get("model_file")   # a file of this folder that save() names, never a path elsewhere
+        model_file = self.folder / name if isinstance(name, str) and re.fullmatch(r"state-\d+\.keras", name) else None
+        if not reason and not (model_file and model_file.is_file()):
             reason = "its model file is missing"
         if reason:
             print(f"resume: checkpoint in {self.folder} discarded: {reason}; starting from scratch", flush=True)
