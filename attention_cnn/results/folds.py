@@ -112,8 +112,10 @@ def aggregate(folds: list[str], results: dict[str, list[dict[str, str]]], params
 def ensemble_accuracy(dataset: str, variant: str, fold: str, seeds: list[int],
                       ensembles: dict[str, list[dict[str, str]]]) -> float | None:
     """The accuracy of ``fold``'s ensemble of exactly ``seeds`` (at least two), or ``None`` where it has none."""
+    if len(seeds) < 2:
+        return None
     for r in ensembles.get(fold, []):
-        if (r["dataset"], r["variant"]) == (dataset, variant) and len(seeds) > 1 and \
+        if (r["dataset"], r["variant"]) == (dataset, variant) and \
                 sorted(int(s) for s in r["seeds"].split()) == sorted(seeds):
             return float(r["accuracy"])
     return None

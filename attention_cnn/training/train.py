@@ -136,8 +136,7 @@ class Checkpoint:
         if not reason and not (model_file and model_file.is_file()):
             reason = "its model file is missing"
         if reason:
-            print(f"resume: checkpoint in {self.folder} discarded: {reason}; starting from scratch", flush=True)
-            return None
+            return self._discard(reason)
         from attention_cnn.models.safe_load import load_model
 
         try:  # the same allow-list and safe_mode as every model load (docs/model-safety.md)
@@ -148,12 +147,13 @@ class Checkpoint:
         rng = random_states(model)
         saved = state.get("random_states", [])
         if len(saved) != len(rng):
-            print(f"resume: checkpoint in {self.folder} discarded: it holds {len(saved)} random generator states, "
-                  f"the model has {len(rng)}; starting from scratch", flush=True)
-            return None
+            return self._discard(f"it holds {len(saved)} random generator states, the model has {len(rng)}")
         for variable, value in zip(rng, saved):
             variable.assign(value)
         return model, state
+
+    def _discard(self, reason: str) -> None:
+        print(f"resume: checkpoint in {self.folder} discarded: {reason}; starting from scratch", flush=True)
 
     def save(self, model, state: dict[str, Any]) -> None:
         import os
