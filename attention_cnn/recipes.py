@@ -10,6 +10,7 @@ A recipe file::
     folds:                                             # optional: one experiment per fold, '<recipe>-<fold>'
       theo: {data.speech.test_speakers: [theo]}        # the fold's changes on top of `set`
     compare_with: speakers-fsdd                        # optional: the recipe this one changes one thing of
+    based_on: speakers-fsdd                            # optional: start from that recipe's set and folds
 
 It is checked by the same typed config as ``params.yaml`` (:func:`attention_cnn.config.parse_config`), so a
 misspelt key is one line naming the recipe file and the key. :func:`set_flags` turns it into ``dvc exp run -S``
@@ -19,6 +20,11 @@ experiment's ``params.yaml`` keeps every comment.
 
 A recipe with ``folds`` runs once per fold (:func:`expand`): the experiment ``<recipe>-<fold>`` with ``set`` and
 then the fold's own changes. ``set`` must validate by itself; a fold's mistake names the file and the fold.
+
+``based_on`` names the recipe this one starts from, so a lever's file holds only the lever: the base's ``set``
+(resolved through its own ``based_on``), then this file's ``set`` on top (a key in both takes this file's value);
+the base's ``folds`` unless this file has its own. It is only where the settings come from, not what the result
+is measured against: say that with ``compare_with`` (usually the same recipe).
 
 ``compare_with`` names the recipe a lever is measured against (the same recipe but for the lever):
 ``docs/results.md`` then sets the two runs' per-seed accuracies side by side with the difference's interval.
@@ -36,7 +42,7 @@ from attention_cnn.config import PARAMS_FILE, Params, parse_config, read_yaml
 from attention_cnn.config.errors import did_you_mean
 
 RECIPES_DIR = Path("recipes")
-FIELDS = ("description", "shows", "set", "folds", "compare_with")
+FIELDS = ("description", "shows", "based_on", "set", "folds", "compare_with")
 REQUIRED = ("description", "shows", "set")
 NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")   # a DVC experiment name and a file name; no '.' (see run_suffix)
 DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -54,6 +60,9 @@ class Recipe:
     folds: dict[str, dict[str, Any]] = field(default_factory=dict)   # fold -> its changes on top of `changes`
     fold: str | None = None                                 # set on one fold of a folded recipe (see expand)
     compare_with: str | None = None                         # the recipe this one changes one thing of
+    based_on: str | None = None                             # the recipe whose set and folds this one starts from
+    own_changes: dict[str, Any] = field(default_factory=dict)   # the file's own `set` (changes: with the base's)
+    own_folds: bool = False                                 # folds from the file itself, not from its base
 
     @property
     def experiment(self) -> str:
@@ -132,8 +141,9 @@ def _one_line(path: Path, key: str, value: Any) -> str:
     return value.strip()
 
 
-def read_recipe(path: Path) -> Recipe:
-    """Read one recipe file; a problem with its fields is one line naming the file and the field."""
+def read_recipe(path: Path, _chain: tuple[str, ...] = ()) -> Recipe:
+    """Read one recipe file (and the recipes it is ``based_on``); a problem with its fields is one line naming the
+    file and the field."""
     path = Path(path)
     name = path.stem
     if not NAME.fullmatch(name):
@@ -148,18 +158,38 @@ def read_recipe(path: Path) -> Recipe:
     for key in REQUIRED:
         if key not in data:
             raise StageError(f"{path}: missing field '{key}'")
+    own = _changes(path, "set", data["set"])
+    folds = own_folds = _folds(path, data.get("folds"))
+    based_on = _other_recipe(path, name, "based_on", data.get("based_on"))
+    changes = own
+    if based_on is not None:
+        base = _base(path, based_on, (*_chain, name))
+        changes = {**base.changes, **own}
+        folds = folds or base.folds
     return Recipe(name=name, path=path, description=_one_line(path, "description", data["description"]),
-                  shows=_one_line(path, "shows", data["shows"]),
-                  changes=_changes(path, "set", data["set"]), folds=_folds(path, data.get("folds")),
-                  compare_with=_compare_with(path, name, data.get("compare_with")))
+                  shows=_one_line(path, "shows", data["shows"]), changes=changes, folds=folds,
+                  compare_with=_other_recipe(path, name, "compare_with", data.get("compare_with")),
+                  based_on=based_on, own_changes=own, own_folds=bool(own_folds))
 
 
-def _compare_with(path: Path, name: str, value: Any) -> str | None:
+def _base(path: Path, base: str, chain: tuple[str, ...]) -> Recipe:
+    """The recipe ``path`` is based on, read from the same folder; a missing one or a cycle is one line."""
+    if base in chain:
+        raise StageError(f"{path}: based_on: {' -> '.join((*chain, base))} is a cycle; base the recipe on one "
+                         f"that does not lead back to it")
+    base_path = path.parent / f"{base}.yaml"
+    if not base_path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise StageError(f"{path}: based_on: no recipe '{base}' ({base_path} not found)"
+                         f"{did_you_mean(base, known)}; recipes: {', '.join(known)}")
+    return read_recipe(base_path, chain)
+
+
+def _other_recipe(path: Path, name: str, key: str, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not NAME.fullmatch(value) or value == name:
-        raise StageError(f"{path}: 'compare_with' must name another recipe (a file in {RECIPES_DIR}/), "
-                         f"got {value!r}")
+        raise StageError(f"{path}: '{key}' must name another recipe (a file in {RECIPES_DIR}/), got {value!r}")
     return value
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import yaml
+
 from attention_cnn import recipes
 from attention_cnn.results import folds
 from attention_cnn.report.stats import MIN_SEEDS, welch_difference
@@ -36,6 +38,22 @@ accuracies with Welch's t interval over seeds.
 
 
 read_csv = folds.read_csv  # one reader of the results' CSV files
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def based_on_line(recipe: recipes.Recipe | None, results_dir: Path) -> list[str]:
+    """For a recipe ``based_on`` another: the base (linked when it has results) and this file's own changes."""
+    if recipe is None or recipe.based_on is None:
+        return []
+    base = recipe.based_on
+    name = f"[{base}](#{base})" if has_results(results_dir / base) else f"`{base}`"
+    own = [f"`{key}: {_yaml_value(value)}`" for key, value in recipe.own_changes.items()]
+    if recipe.own_folds:
+        own.append(f"its own folds ({', '.join(recipe.folds)})")
+    return [f"- Settings: {name}'s, with {', '.join(own) or 'no changes'} (`recipes/{recipe.name}.yaml`)."]
 
 
 def _num(text: Any) -> float:
@@ -143,6 +161,7 @@ def section(name: str, folder: Path, recipe: recipes.Recipe | None = None) -> st
     precision = distinct(runs, lambda r: str(r.get("mixed_precision") or "not recorded"))
     out = [f"## {name}", "", run.get("description", ""), "",
            f"- Command: `make recipe NAME={name}`; results from {where}, {commit}, {when(run['date'])}.",
+           *based_on_line(recipe, folder.parent),
            f"- Precision: {precision} (`train.mixed_precision: {run.get('requested_precision')}`).",
            f"- Machine: {distinct(runs, lambda r: describe_machine(r.get('machine')))}.",
            f"- Files: `results/{name}/` (results.csv, comparisons.csv, the run's params.yaml, run.json).", ""]
@@ -347,6 +366,7 @@ def folds_section(name: str, folder: Path, recipe: recipes.Recipe | None) -> str
     out = [f"## {name}", "", description, "",
            f"- Command: `make recipe NAME={name} QUEUE=1`, then `dvc queue start`: one experiment per fold, "
            f"`{name}-<fold>`.",
+           *based_on_line(recipe, folder.parent),
            f"- Results from {len(records)} of {len(names)} folds' experiments, commit {commits}, "
            + (f"{when(dates[0])} to {when(dates[-1])}." if dates else "no dates."),
            f"- Precision: {distinct(runs, lambda r: str(r.get('mixed_precision') or 'not recorded'))} "

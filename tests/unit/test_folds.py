@@ -219,9 +219,8 @@ def test_a_folded_lever_is_shown_against_its_recipe_fold_by_fold(repo):
 
     from scipy.stats import t as student_t
 
-    lever_text = (FOLDED.replace("Three held-out speakers", "With a lever").replace("shows: a test", "shows: a lever")
-                  .replace("  train.seeds: [0, 1, 2]\n", "  train.seeds: [0, 1, 2]\n  models.resnet.time_warp: 0.1\n")
-                  + "compare_with: folded\n")
+    lever_text = ("description: With a lever\nshows: a lever\nbased_on: folded\nset:\n"
+                  "  models.resnet.time_warp: 0.1\ncompare_with: folded\n")   # the base's set and folds
     (repo / "recipes" / "folded-lever.yaml").write_text(lever_text)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "a lever")
@@ -233,6 +232,8 @@ def test_a_folded_lever_is_shown_against_its_recipe_fold_by_fold(repo):
     collect(repo, repo / "results")
     section = render(repo / "results", repo).split("## folded-lever", 1)[1].split("\n## ")[0]
     assert "Against [folded](#folded), the same recipe without this one's lever" in section and "Fold by fold:" in section
+    assert "- Settings: [folded](#folded)'s, with `models.resnet.time_warp: 0.1` (`recipes/folded-lever.yaml`)." \
+        in section.splitlines()
     theirs = ACC["b"]
     va, vb = (statistics.variance(v) / 3 for v in (mine, theirs))
     df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)

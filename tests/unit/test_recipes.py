@@ -363,3 +363,58 @@ def test_every_compare_with_names_a_recipe_that_differs_in_params_it_names():
             assert recipe.compare_with in recipes.names(ROOT), name
             other = recipes.load_recipe(recipe.compare_with, ROOT)
             assert recipes.recipe_config(recipe, params_path=PARAMS) != recipes.recipe_config(other, params_path=PARAMS)
+
+
+BASE = ("description: the base\nshows: nothing\nset:\n  datasets: [speech]\n  data.speech.source: fsdd\n"
+        "  data.speech.split: speakers\n  train.seeds: [0, 1]\n  train.epochs: 3\n"
+        "folds:\n  george: {data.speech.test_speakers: [george]}\n  theo: {data.speech.test_speakers: [theo]}\n")
+
+
+def test_based_on_starts_from_the_base_set_and_folds(tmp_path):
+    """A lever's file holds the lever alone: the base's set (through its own base), this file's set on top, the
+    base's folds unless the file has its own; what runs is what the whole settings written out would run."""
+    write_recipe(tmp_path, "base", BASE)
+    write_recipe(tmp_path, "lever", "description: x\nshows: y\nbased_on: base\n"
+                                    "set:\n  train.epochs: 5\n  models.resnet.mixup_alpha: 0.2\ncompare_with: base\n")
+    write_recipe(tmp_path, "lever-one", "description: x\nshows: y\nbased_on: lever\nset:\n  train.seeds: [0]\n"
+                                        "folds:\n  theo: {data.speech.test_speakers: [theo]}\n")
+    written_out = BASE.replace("  train.epochs: 3\n", "  train.epochs: 5\n  models.resnet.mixup_alpha: 0.2\n")
+    write_recipe(tmp_path, "flat", written_out)
+    lever, flat = recipes.load_recipe("lever", tmp_path), recipes.load_recipe("flat", tmp_path)
+    assert lever.own_changes == {"train.epochs": 5, "models.resnet.mixup_alpha": 0.2}
+    assert (lever.based_on, lever.compare_with, lever.own_folds, list(lever.folds)) == ("base", "base", False,
+                                                                                        ["george", "theo"])
+    assert [recipes.recipe_config(r, params_path=PARAMS) for r in recipes.expand(lever)] == \
+        [recipes.recipe_config(r, params_path=PARAMS) for r in recipes.expand(flat)]
+    assert [recipes.set_flags(r) for r in recipes.expand(lever)] == [recipes.set_flags(r) for r in recipes.expand(flat)]
+
+    (one,) = recipes.expand(recipes.load_recipe("lever-one", tmp_path))   # two levels; its own folds replace
+    config = recipes.recipe_config(one, params_path=PARAMS)
+    assert (one.experiment, config.train.seeds, config.train.epochs, config.models["resnet"]["mixup_alpha"],
+            config.data.speech.test_speakers) == ("lever-one-theo", [0], 5, 0.2, ["theo"])
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ("based_on: bsae\n", "recipes/lever.yaml: based_on: no recipe 'bsae' ("),
+    ("based_on: lever\n", "recipes/lever.yaml: 'based_on' must name another recipe (a file in recipes/), got 'lever'"),
+    ("based_on: [base]\n", "recipes/lever.yaml: 'based_on' must name another recipe"),
+    ("based_on: loop\n", "recipes/loop.yaml: based_on: lever -> loop -> lever is a cycle"),
+])
+def test_a_bad_base_is_one_line_naming_the_file(tmp_path, recipe, message):
+    write_recipe(tmp_path, "base", BASE)
+    write_recipe(tmp_path, "loop", "description: x\nshows: y\nbased_on: lever\nset: {}\n")
+    write_recipe(tmp_path, "lever", "description: x\nshows: y\n" + recipe + "set: {}\n")
+    with pytest.raises(StageError) as err:
+        recipes.load_recipe("lever", tmp_path)
+    text = str(err.value).replace(str(tmp_path) + os.sep, "")
+    assert text.startswith(message) and "\n" not in text, text
+    if "bsae" in message:
+        assert "(did you mean 'base'?)" in text and text.endswith("recipes: base, lever, loop")
+
+
+def test_a_mistake_in_the_base_names_the_base(tmp_path):
+    write_recipe(tmp_path, "base", BASE.replace("train.epochs: 3", "train.epoch: 3"))
+    write_recipe(tmp_path, "lever", "description: x\nshows: y\nbased_on: base\nset: {}\n")
+    with pytest.raises(StageError) as err:
+        recipes.recipe_config(recipes.load_recipe("lever", tmp_path), params_path=PARAMS)
+    assert "unknown key 'train.epoch'" in str(err.value)
