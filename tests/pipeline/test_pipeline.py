@@ -109,7 +109,7 @@ def test_real_fsdd_through_dvc_exp_run(built_project, tmp_path, serve_dir):
     root = copy_project(built_project, tmp_path / "fsdd")
     url = serve_dir(FSDD_ARCHIVE.parent) + FSDD_ARCHIVE.name
     proc = run(["dvc", "exp", "run", "-n", "fsdd-tiny", "-S", "data.speech.source=fsdd", "-S",
-                f"data.speech.url={url}", "-S", "datasets=[speech]"], root)
+                f"data.speech.url={url}", "-S", "datasets=[speech]", "-S", "variants=[cnn]"], root)
     assert "Running stage 'fetch-speech'" in proc.stdout
     assert "Running stage 'fetch-mnist'" not in proc.stdout  # unchanged stages are reused
     manifest = (root / "data/raw/speech/manifest.csv").read_text().splitlines()
