@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -200,22 +201,41 @@ def lever_section(results: list[dict[str, str]], other: str, other_folder: Path)
 def folds_lever_section(folder: Path, folds_run: list[str], other: str, other_folder: Path) -> str:
     """A folded recipe against the folded recipe it changes one thing of: :func:`lever_section` fold by fold, for
     the folds both have run (a lever can be measured on some folds before all of them are run)."""
-    body, lacking = [], []
+    body, lacking, common = [], [], {}
     for fold in folds_run:
         theirs = other_folder / fold
-        rows = lever_rows(read_csv(folder / fold / "results.csv"), read_csv(theirs / "results.csv")) \
-            if (theirs / "run.json").is_file() else []
+        pair = (read_csv(folder / fold / "results.csv"), read_csv(theirs / "results.csv"))
+        rows = lever_rows(*pair) if (theirs / "run.json").is_file() else []
         if not rows:
             lacking.append(fold)
+        else:
+            common[fold] = pair
         body += [[fold, *row] for row in rows]
+    if len(common) > 1:
+        mine, theirs = (_per_seed_means([pair[side] for pair in common.values()]) for side in (0, 1))
+        body += [[f"mean over the {len(common)} folds both ran", *row] for row in lever_rows(mine, theirs)]
     out = []
     if body:
-        out.append(LEVER_INTRO.format(other=other) + " Fold by fold:\n\n"
+        out.append(LEVER_INTRO.format(other=other) + " Fold by fold" + (
+                   ", then over the folds both ran: per seed the mean of those folds' accuracies, as the mean over "
+                   "folds above but over these folds only" if len(common) > 1 else "") + ":\n\n"
                    + table(["fold", *(h.format(other=other) for h in LEVER_HEADER)], body))
     if lacking:
         out.append(f"Against `{other}`: no results in common for fold{'s' if len(lacking) > 1 else ''} "
                    f"{', '.join(lacking)}.")
     return "\n\n".join(out)
+
+
+def _per_seed_means(runs: list[list[dict[str, str]]]) -> list[dict[str, str]]:
+    """``results.csv``-like rows: per data set, variant and seed present in every one of ``runs``, the mean of the
+    runs' test accuracies (for folds: that seed's cross-validation over these folds, as ``folds.csv``'s mean)."""
+    accs = [folds.accuracies(rows) for rows in runs]
+    out = []
+    for key in [k for k in accs[0] if all(k in a for a in accs)]:
+        for seed in sorted(set.intersection(*(set(a[key]) for a in accs))):
+            out.append({"dataset": key[0], "variant": key[1], "seed": str(seed),
+                        "test_accuracy": repr(statistics.fmean(a[key][seed] for a in accs))})
+    return out
 
 
 def lever_rows(results: list[dict[str, str]], other_rows: list[dict[str, str]]) -> list[list[str]]:

@@ -242,4 +242,23 @@ def test_a_folded_lever_is_shown_against_its_recipe_fold_by_fold(repo):
     assert (f"| b | speech | `resnet` | 91.00 ± 1.00 | 83.00 ± 3.00 | +8.0 | +{100 * (0.08 - half):.1f} to "
             f"+{100 * (0.08 + half):.1f} | p = {p:.3f} |") in section, section
     assert "Against `folded`: no results in common for fold c." in section
+    assert "mean over the" not in section          # one fold in common: nothing to average
+
+    # the base runs fold c too: per seed the mean over the two folds both ran, then Welch's interval over seeds
+    fold_experiment(repo, base, "c", "2026-01-03T13:00:00+00:00", accs=[0.97, 0.99, 0.98])
+    collect(repo, repo / "results")
+    section = render(repo / "results", repo).split("## folded-lever", 1)[1].split("\n## ")[0]
+    assert "then over the folds both ran: per seed the mean of those folds' accuracies" in section
+    mine_mean = [statistics.fmean(x) for x in zip(mine, ACC["c"])]          # lever: b and c, per seed
+    theirs_mean = [statistics.fmean(x) for x in zip(ACC["b"], [0.97, 0.99, 0.98])]
+    va, vb = (statistics.variance(v) / 3 for v in (mine_mean, theirs_mean))
+    delta = statistics.fmean(mine_mean) - statistics.fmean(theirs_mean)
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    half = student_t.ppf(0.975, df) * math.sqrt(va + vb)
+    p = 2 * student_t.sf(abs(delta) / math.sqrt(va + vb), df)
+    row = (f"| mean over the 2 folds both ran | speech | `resnet` | {100 * statistics.fmean(mine_mean):.2f} ± "
+           f"{100 * statistics.stdev(mine_mean):.2f} | {100 * statistics.fmean(theirs_mean):.2f} ± "
+           f"{100 * statistics.stdev(theirs_mean):.2f} | {100 * delta:+.1f} | {100 * (delta - half):+.1f} to "
+           f"{100 * (delta + half):+.1f} | p = {p:.3f} |").replace("-", "−")
+    assert row in section, section
     assert "Against" not in render(repo / "results", repo).split("## folded\n", 1)[1].split("\n## ")[0]
