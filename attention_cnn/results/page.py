@@ -192,7 +192,7 @@ def lever_section(results: list[dict[str, str]], other: str, other_folder: Path)
     other_rows = read_csv(other_folder / "results.csv") if (other_folder / "run.json").is_file() else []
     if not other_rows:
         return f"Against `{other}`: it has no results yet (`make recipe NAME={other}`)."
-    body = lever_rows(results, other_rows)
+    body = lever_rows(seed_accuracies(results), seed_accuracies(other_rows))
     if not body:
         return f"Against `{other}`: no data set and variant in common."
     return LEVER_INTRO.format(other=other) + "\n\n" + table([h.format(other=other) for h in LEVER_HEADER], body)
@@ -204,7 +204,8 @@ def folds_lever_section(folder: Path, folds_run: list[str], other: str, other_fo
     body, lacking, common = [], [], {}
     for fold in folds_run:
         theirs = other_folder / fold
-        pair = (read_csv(folder / fold / "results.csv"), read_csv(theirs / "results.csv"))
+        pair = (seed_accuracies(read_csv(folder / fold / "results.csv")),
+                seed_accuracies(read_csv(theirs / "results.csv")))
         rows = lever_rows(*pair) if (theirs / "run.json").is_file() else []
         if not rows:
             lacking.append(fold)
@@ -226,31 +227,32 @@ def folds_lever_section(folder: Path, folds_run: list[str], other: str, other_fo
     return "\n\n".join(out)
 
 
-def _per_seed_means(runs: list[list[dict[str, str]]]) -> list[dict[str, str]]:
-    """``results.csv``-like rows: per data set, variant and seed present in every one of ``runs``, the mean of the
-    runs' test accuracies (for folds: that seed's cross-validation over these folds, as ``folds.csv``'s mean)."""
-    accs = [folds.accuracies(rows) for rows in runs]
-    out = []
-    for key in [k for k in accs[0] if all(k in a for a in accs)]:
-        for seed in sorted(set.intersection(*(set(a[key]) for a in accs))):
-            out.append({"dataset": key[0], "variant": key[1], "seed": str(seed),
-                        "test_accuracy": repr(statistics.fmean(a[key][seed] for a in accs))})
+SeedAccuracies = dict[tuple[str, str], dict[int, float]]   # (data set, variant) -> seed -> test accuracy
+
+
+def seed_accuracies(rows: list[dict[str, str]]) -> SeedAccuracies:
+    """A run's ``results.csv`` rows by data set and variant, each seed's test accuracy in seed order."""
+    out: SeedAccuracies = {}
+    for r in sorted(rows, key=lambda r: int(r["seed"])):
+        out.setdefault((r["dataset"], r["variant"]), {})[int(r["seed"])] = _num(r["test_accuracy"])
     return out
 
 
-def lever_rows(results: list[dict[str, str]], other_rows: list[dict[str, str]]) -> list[list[str]]:
+def _per_seed_means(runs: list[SeedAccuracies]) -> SeedAccuracies:
+    """Per data set, variant and seed present in every one of ``runs``, the mean of the runs' test accuracies (for
+    folds: that seed's cross-validation over these folds, as ``folds.csv``'s mean)."""
+    out: SeedAccuracies = {}
+    for key in [k for k in runs[0] if all(k in a for a in runs)]:
+        for seed in sorted(set.intersection(*(set(a[key]) for a in runs))):
+            out.setdefault(key, {})[seed] = statistics.fmean(a[key][seed] for a in runs)
+    return out
+
+
+def lever_rows(mine: SeedAccuracies, theirs: SeedAccuracies) -> list[list[str]]:
     """Per data set and variant in both runs: the two runs' accuracies, their difference, its interval and p."""
-
-    def by_key(rows):
-        out: dict[tuple[str, str], list[float]] = {}
-        for r in sorted(rows, key=lambda r: int(r["seed"])):
-            out.setdefault((r["dataset"], r["variant"]), []).append(_num(r["test_accuracy"]))
-        return out
-
-    mine, theirs = by_key(results), by_key(other_rows)
     body = []
     for key in [k for k in mine if k in theirs]:
-        a, b = mine[key], theirs[key]
+        a, b = list(mine[key].values()), list(theirs[key].values())
         if len(a) >= 2 and len(b) >= 2:
             delta, low, high, p = welch_difference(a, b)
             interval, p_text = f"{points(low, 1)} to {points(high, 1)}", "—" if math.isnan(p) else fmt_p(p)
