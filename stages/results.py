@@ -11,7 +11,7 @@ from pathlib import Path
 
 from attention_cnn.common import atomic_write_text, run_main
 from attention_cnn.results.collect import RESULTS_DIR, collect
-from attention_cnn.results.page import readme_table, render, replace_readme_table
+from attention_cnn.results.page import has_results, readme_table, render, replace_readme_table
 from attention_cnn.results.speed import write_speed
 
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in collect(root, args.results_dir):
             print(line)
     atomic_write_text(args.page, render(args.results_dir, root))
-    print(f"{args.page}: {sum(1 for p in args.results_dir.glob('*/run.json'))} recipe(s) with results")
+    print(f"{args.page}: {sum(1 for p in args.results_dir.glob('*') if has_results(p))} recipe(s) with results")
     if args.readme.is_file():
         text = args.readme.read_text(encoding="utf-8")
         new = replace_readme_table(text, readme_table(args.results_dir, root))

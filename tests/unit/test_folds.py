@@ -20,6 +20,7 @@ from attention_cnn.results.collect import collect
 from attention_cnn.results.folds import aggregate, write_folds
 from attention_cnn.results.page import render
 from conftest import ROOT
+from stages import results as results_stage
 from test_results import COMPARISONS_HEADER, MACHINE, RESULTS_HEADER, commit_experiment, git
 
 FOLDED = ("description: Three held-out speakers\nshows: a test\nset:\n  datasets: [speech]\n  variants: [resnet]\n"
@@ -140,7 +141,7 @@ def test_no_mean_when_a_fold_is_missing_or_the_folds_differ():
     assert not [r for r in two + other + seeds if r["row"] in ("mean", "worst")]
 
 
-def test_collect_keeps_each_fold_and_the_page_shows_the_folds_table(repo):
+def test_collect_keeps_each_fold_and_the_page_shows_the_folds_table(repo, monkeypatch, capsys):
     recipe = recipes.load_recipe("folded", repo)
     fold_experiment(repo, recipe, "a", "2026-01-03T10:00:00+00:00")
     fold_experiment(repo, recipe, "b", "2026-01-03T11:00:00+00:00")
@@ -181,6 +182,11 @@ def test_collect_keeps_each_fold_and_the_page_shows_the_folds_table(repo):
     git(repo.parent, "clone", "-q", str(repo), str(clone))
     shutil.copytree(repo / "results", clone / "results")
     assert render(clone / "results", clone) == page
+    # make results there counts the folded recipe (results/folded/ holds folds, no run.json of its own)
+    monkeypatch.chdir(clone)
+    assert results_stage.main(["--no-collect", "--page", "page.md", "--readme", "none.md"]) == 0
+    assert "page.md: 1 recipe(s) with results" in capsys.readouterr().out
+    assert (clone / "page.md").read_text() == page
 
     # each fold's report averaged its seeds (ensembles.csv kept beside results.csv): the ensemble's rows
     for fold, accuracy in (("a", 0.95), ("b", 0.88), ("c", 0.99)):
