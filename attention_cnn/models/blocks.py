@@ -286,7 +286,8 @@ def residual_block(x, filters: int, strides: int = 1, attention=None, name: str 
 def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage: int = 2, stem_strides: int = 2,
            dropout: float = 0.0, attention=None, frontend: str = "linear", mel_bins: int = 64,
            sample_rate_hz: float | None = None, time_pool: int = 1, augment: str = "none",
-           utterance_norm: bool = False, freq_warp: float = 0.0, time_warp: float = 0.0, name: str = "resnet"):
+           utterance_norm: bool = False, channel_eq_db: float = 0.0, freq_warp: float = 0.0, time_warp: float = 0.0,
+           name: str = "resnet"):
     """A small ResNet: stem, 3 residual stages, global average pooling, dense softmax.
 
     (B, H, W, 1) -> stem conv_bn(3x3, ``stem_strides``) -> (B, H/s, W/s, filters)
@@ -308,7 +309,8 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
       ``time_pool`` 2 the stem sees 196 x 64 instead of 391 x 257, and the residual stages about 8 times
       fewer positions. Adds ``W*mel_bins`` frozen filterbank weights + ``4*mel_bins`` BatchNorm ones.
       ``utterance_norm``: the frontend also standardizes each mel bin per utterance
-      (:func:`normalize_per_utterance`).
+      (:func:`normalize_per_utterance`); ``channel_eq_db``: in training, each clip through a random smooth
+      equalizer (:func:`channel_eq`), 0: off.
     - ``freq_warp``: :func:`frequency_warp`, ``time_warp``: :func:`tempo_warp`, on a spectrogram input, before the
       frontend (0: off).
     - ``augment``: ``"none"``; ``"digits"``: :func:`digit_augmentation` on image inputs; ``"specaugment"``:
@@ -334,7 +336,7 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
         if not sample_rate_hz:
             raise ValueError("the logmel frontend needs the spectrogram's sample rate (sample_rate_hz)")
         x = logmel_frontend(x, mel_bins=mel_bins, sample_rate_hz=sample_rate_hz, time_pool=time_pool,
-                            utterance_norm=utterance_norm)
+                            utterance_norm=utterance_norm, channel_eq_db=channel_eq_db)
     if augment in ("specaugment", "auto") and spectrogram:
         x = spec_augment(x)
     x = conv_bn(x, filters, 3, stem_strides, name="stem")
@@ -380,13 +382,14 @@ def mel_matrix(bins: int, mel_bins: int, sample_rate_hz: float):
 
 
 def logmel_frontend(x, *, mel_bins: int, sample_rate_hz: float, time_pool: int = 1, utterance_norm: bool = False,
-                    name: str = "frontend"):
+                    channel_eq_db: float = 0.0, name: str = "frontend"):
     """Linear |STFT| -> log-mel, pooled over time, normalized per mel bin.
 
     x: (B, T, W, 1), T frames, W linear frequency bins (391 x 257 for the speech defaults)
     -> ``<name>_flat`` Reshape (B, T, W)
     -> ``<name>_mel``: Dense(mel_bins, use_bias=False, trainable=False), kernel = :func:`mel_matrix` (W, mel_bins),
        set at build time and saved with the weights: (B, T, mel_bins) mel magnitudes (>= 0)
+    -> with ``channel_eq_db`` > 0, :func:`channel_eq`: in training, each clip's magnitudes times a random gain curve
     -> ``log(1 + x)`` (``keras.ops.log1p``) -> ``<name>_grid`` Reshape (B, T, mel_bins, 1)
     -> ``<name>_pool``: AveragePooling2D((time_pool, 1), same) when ``time_pool > 1``: (B, ceil(T / time_pool),
        mel_bins, 1) (391 -> 196 for 2, 98 for 4)
@@ -412,6 +415,8 @@ def logmel_frontend(x, *, mel_bins: int, sample_rate_hz: float, time_pool: int =
     mel = layers.Dense(int(mel_bins), use_bias=False, trainable=False, name=f"{name}_mel")
     x = mel(x)  # builds the layer: its kernel is the filterbank from here on
     mel.set_weights([mel_matrix(bins, mel_bins, sample_rate_hz)])
+    if channel_eq_db:
+        x = channel_eq(x, channel_eq_db, name=f"{name}_eq")
     x = keras.ops.log1p(x)
     x = layers.Reshape((frames, int(mel_bins), 1), name=f"{name}_grid")(x)
     if int(time_pool) > 1:
@@ -419,6 +424,49 @@ def logmel_frontend(x, *, mel_bins: int, sample_rate_hz: float, time_pool: int =
     if utterance_norm:
         x = normalize_per_utterance(x)
     return layers.BatchNormalization(axis=2, momentum=BN_MOMENTUM, name=f"{name}_norm")(x)
+
+
+CHANNEL_EQ_TERMS = 4  # the gain curve's cosines over the mel axis: level, tilt, and two broader bumps and dips
+
+
+def eq_basis(mel_bins: int, terms: int = CHANNEL_EQ_TERMS):
+    """The (terms, mel_bins) float32 matrix that turns ``terms`` coefficients in dB into natural-log gains per mel
+    bin: row k is the DCT-II cosine ``cos(pi * k * (m + 1/2) / mel_bins)`` times ln(10) / 20 (dB of magnitude)."""
+    import numpy as np
+
+    m = np.arange(int(mel_bins)) + 0.5
+    rows = [np.cos(np.pi * k * m / int(mel_bins)) for k in range(int(terms))]
+    return (np.stack(rows) * (math.log(10.0) / 20.0)).astype(np.float32)
+
+
+def channel_eq(x, sd_db: float, name: str = "eq"):
+    """A random microphone and room colouring per training clip: (B, T, M) mel magnitudes -> (B, T, M).
+
+    Each clip's magnitudes are multiplied by a gain curve over the mel bins whose level in dB is
+    ``sum_k c_k cos(pi k (m + 1/2) / M)``, k < :data:`CHANNEL_EQ_TERMS`, each ``c_k`` drawn from N(0, ``sd_db``^2):
+    a louder or quieter clip, a brighter or duller one, broad bumps and dips; constant over time, as a recording
+    chain is. Why: a speaker the model never heard also comes through a microphone and room it never heard, and a
+    real gain rather than a shift of log values leaves the zero frames that pad a clip at zero.
+
+    Built-in layers only, all float32: ``<name>_seed``: zeros (B, 1, K) made from a slice of x (Reshape,
+    Cropping2D, Rescaling(0)), ``<name>_draw`` GaussianNoise(1) (the identity outside training: the zeros stay
+    zeros; Keras caps its sd at 1, so ``sd_db`` scales the kernel instead), ``<name>_curve`` Dense(M) with the frozen
+    kernel ``sd_db`` x :func:`eq_basis`, ``<name>_gain`` Activation("exponential")
+    -> (B, 1, M), ``<name>_apply`` Multiply. Outside training the gain is exp(0) = 1 and the output equals the input
+    exactly.
+    """
+    frames, mel_bins = int(x.shape[1]), int(x.shape[2])
+    terms = min(CHANNEL_EQ_TERMS, mel_bins)
+    seed = layers.Reshape((frames, mel_bins, 1), name=f"{name}_grid", dtype=MASK_DTYPE)(x)
+    seed = layers.Cropping2D(((0, frames - 1), (0, mel_bins - terms)), name=f"{name}_slice", dtype=MASK_DTYPE)(seed)
+    seed = layers.Rescaling(0.0, name=f"{name}_zeros", dtype=MASK_DTYPE)(seed)
+    seed = layers.Reshape((1, terms), name=f"{name}_seed", dtype=MASK_DTYPE)(seed)
+    draw = layers.GaussianNoise(1.0, name=f"{name}_draw", dtype=MASK_DTYPE)(seed)
+    curve = layers.Dense(mel_bins, use_bias=False, trainable=False, name=f"{name}_curve", dtype=MASK_DTYPE)
+    log_gain = curve(draw)
+    curve.set_weights([float(sd_db) * eq_basis(mel_bins, terms)])
+    gain = layers.Activation("exponential", name=f"{name}_gain", dtype=MASK_DTYPE)(log_gain)
+    return layers.Multiply(name=f"{name}_apply")([x, gain])
 
 
 UTTERANCE_NORM_EPSILON = 1e-3  # added to each bin's variance: a bin that stays flat over a clip is not blown up

@@ -29,7 +29,7 @@ CONFIG_MEMBER = "config.json"
 MAX_CONFIG_BYTES = 64 << 20  # far above any variant's config; refuses a zip bomb posing as one
 
 _LAYERS = ("Activation", "Add", "AveragePooling2D", "BatchNormalization", "Concatenate", "Conv2D", "Cropping2D", "Dense",
-           "Dropout", "Flatten", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "InputLayer", "LayerNormalization",
+           "Dropout", "Flatten", "GaussianNoise", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "InputLayer", "LayerNormalization",
            "MaxPooling2D", "MultiHeadAttention", "Multiply", "RandomRotation", "RandomTranslation", "RandomZoom", "ReLU",
            "Rescaling", "Reshape", "UpSampling2D", "ZeroPadding2D")
 

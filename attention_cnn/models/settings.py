@@ -58,6 +58,9 @@ class ResNetSettings(VariantSettings):
     # logmel: each mel bin also standardized per utterance, over the frames that hold sound (not the zero frames
     # that pad a clip), before the frontend's BatchNorm; why: a recording's microphone and level shift whole bins
     utterance_norm: bool = False
+    # logmel, training only: each clip's mel magnitudes times a random smooth gain curve over frequency (level, tilt,
+    # broad bumps; each of its 4 cosine terms has this sd in dB), as another microphone and room would colour it; 0: off
+    channel_eq_db: Annotated[float, Field(ge=0, le=20, allow_inf_nan=False)] = 0.0
     # a spectrogram's frequency axis stretched about 0 Hz by a factor in [1 - freq_warp, 1 + freq_warp], drawn
     # per example in training (vocal-tract-length perturbation); 0: off
     freq_warp: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.0

@@ -252,7 +252,7 @@ assert not [m for m in sys.modules if m == "attention_cnn" or m.startswith("atte
 """
 
 
-SPEAKER_LEVERS = {"utterance_norm": True, "freq_warp": 0.1, "time_warp": 0.1}
+SPEAKER_LEVERS = {"utterance_norm": True, "channel_eq_db": 4.0, "freq_warp": 0.1, "time_warp": 0.1}
 
 
 @pytest.mark.parametrize("variant,onednn,extra",
@@ -295,6 +295,7 @@ def test_logmel_model_round_trips_through_safe_mode_without_the_project(variant,
     (SMALL_SPECTROGRAM, {"augment": "auto", "frontend": "logmel", "mel_bins": 16}, "specaugment_freq"),
     (SMALL_SPECTROGRAM, {"augment": "freq_warp", "frontend": "logmel", "mel_bins": 16}, "warp_zoom"),
     (SMALL_SPECTROGRAM, {"augment": "time_warp", "frontend": "logmel", "mel_bins": 16}, "tempo_zoom"),
+    (SMALL_SPECTROGRAM, {"augment": "channel_eq_db", "frontend": "logmel", "mel_bins": 16}, "frontend_eq_draw"),
 ])
 def test_augmentation_acts_in_training_only(shape, settings, marker):
     """Same weights with and without augmentation: identical at inference (predict, training=False), different in
@@ -303,12 +304,13 @@ def test_augmentation_acts_in_training_only(shape, settings, marker):
 
     keras.utils.set_random_seed(0)
     warp = settings["augment"]
-    settings = {**settings, **({"augment": "none", warp: 0.1} if warp in ("freq_warp", "time_warp") else {})}
-    plain = build_model("resnet", shape, 10, {k: v for k, v in settings.items()
-                                              if k not in ("augment", "freq_warp", "time_warp")})
+    lever = {"freq_warp": 0.1, "time_warp": 0.1, "channel_eq_db": 4.0}   # training-only settings besides augment
+    settings = {**settings, **({"augment": "none", warp: lever[warp]} if warp in lever else {})}
+    plain = build_model("resnet", shape, 10, {k: v for k, v in settings.items() if k != "augment" and k not in lever})
     augmented = build_model("resnet", shape, 10, settings)
     assert marker in [layer.name for layer in augmented.layers]
-    augmented.set_weights(plain.get_weights())  # augmentation has no weights of its own
+    for layer in plain.layers:   # the same weights; augmentation's own (the EQ's frozen curve) stay as built
+        augmented.get_layer(layer.name).set_weights(layer.get_weights())
     x, _ = _random_batch(shape, n=4)
     x = x + np.pad(np.ones((4, 4, 4, 1), np.float32), ((0, 0), (12, shape[0] - 16), (12, shape[1] - 16), (0, 0)))
     np.testing.assert_array_equal(augmented.predict(x, verbose=0), plain.predict(x, verbose=0))
@@ -361,6 +363,35 @@ def test_specaugment_masks_are_contiguous_bands_of_the_set_widths():
         assert len(set(w.tolist())) > 1
     starts = {int(np.flatnonzero((e == 0).all(axis=1))[0]) for e in out if (e == 0).all(axis=1).any()}
     assert len(starts) > n // 4  # a new place per example
+
+
+def test_channel_eq_is_one_random_smooth_gain_per_clip_in_training_only():
+    """Per example a gain curve over the mel bins, the same in every frame (a recording chain, not noise): its
+    level in dB has the set sd, it is smooth (a few cosines, no bin-to-bin jitter), zero frames stay zero, and
+    outside training it is exactly 1."""
+    import keras
+
+    from attention_cnn.models.blocks import CHANNEL_EQ_TERMS, channel_eq
+
+    keras.utils.set_random_seed(2)
+    frames, bins, n, sd_db = 30, 64, 512, 4.0
+    inputs = keras.Input((frames, bins))
+    model = keras.Model(inputs, channel_eq(inputs, sd_db))
+    x = np.random.default_rng(0).uniform(0.5, 2.0, (n, frames, bins)).astype(np.float32)
+    x[:, -5:] = 0.0                                                    # padding frames
+    np.testing.assert_array_equal(model(x, training=False).numpy(), x)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), x)
+    out = model(x, training=True).numpy()
+    np.testing.assert_array_equal(out[:, -5:], 0.0)
+    gain_db = 20 * np.log10(out[:, :-5] / x[:, :-5])                   # (n, frames, bins)
+    np.testing.assert_allclose(gain_db, np.broadcast_to(gain_db[:, :1], gain_db.shape), atol=1e-3)
+    curve = gain_db[:, 0]                                              # (n, bins)
+    level = curve.mean(axis=1)                                         # the constant term's share
+    assert 0.85 * sd_db < level.std() < 1.15 * sd_db, level.std()
+    assert abs(level.mean()) < 0.15 * sd_db
+    # smooth: the step between neighbouring bins is far below the spread across the curve
+    assert np.abs(np.diff(curve, axis=1)).max() < sd_db * CHANNEL_EQ_TERMS * np.pi / bins * 4
+    assert np.ptp(curve, axis=1).mean() > sd_db
 
 
 def test_utterance_norm_standardizes_each_bin_over_the_frames_with_sound():
@@ -462,6 +493,7 @@ def test_builder_refuses_unknown_frontend_and_augment():
     ("freq_warp", 0.6, "models.{v}.freq_warp must be <= 0.5, got 0.6"),
     ("time_warp", -0.1, "models.{v}.time_warp must be >= 0.0, got -0.1"),
     ("utterance_norm", "yes", "models.{v}.utterance_norm must be true or false, got 'yes'"),
+    ("channel_eq_db", 25, "models.{v}.channel_eq_db must be <= 20.0, got 25"),
 ])
 @pytest.mark.parametrize("variant", RESNETS)
 def test_each_new_setting_is_validated_in_one_line(variant, key, value, expected):
@@ -478,7 +510,8 @@ def test_each_new_setting_is_validated_in_one_line(variant, key, value, expected
 
 
 @pytest.mark.parametrize("settings", [{"frontend": "logmel", "mel_bins": 40, "time_pool": 4, "augment": "auto",
-                                       "utterance_norm": True, "freq_warp": 0.1, "time_warp": 0.1},
+                                       "utterance_norm": True, "channel_eq_db": 4.0, "freq_warp": 0.1,
+                                       "time_warp": 0.1},
                                       {"augment": "digits"}, {"augment": "specaugment"}])
 def test_valid_frontend_settings_pass_validation(settings):
     from conftest import config
