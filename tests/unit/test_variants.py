@@ -522,7 +522,8 @@ def test_valid_frontend_settings_pass_validation(settings):
 @pytest.mark.slow
 def test_specaugment_trains_in_mixed_bfloat16():
     """train.mixed_precision auto picks bfloat16 on a CPU with AVX512-BF16: SpecAugment's masks (Keras image
-    transforms, no bfloat16 gradient) are built in float32, so a bfloat16 fit's gradient exists for every weight."""
+    transforms, no bfloat16 gradient) are built in float32, so a bfloat16 fit's gradient exists for every weight.
+    The channel equalizer's gain is drawn in float32 too and applied in the compute dtype."""
     import keras
     import tensorflow as tf
 
@@ -532,12 +533,14 @@ def test_specaugment_trains_in_mixed_bfloat16():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         model = build_model("resnet", (63, 129, 1), 10, {"frontend": "logmel", "augment": "specaugment",
-                                                         "filters": 8}, sample_rate_hz=8000)
+                                                         "channel_eq_db": 4.0, "filters": 8}, sample_rate_hz=8000)
         x, y = tf.random.uniform((4, 63, 129, 1), seed=0), tf.one_hot([1, 2, 3, 4], 10)
         with tf.GradientTape() as tape:
             loss = keras.losses.categorical_crossentropy(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_weights)
         assert grads and all(g is not None for g in grads)
         assert model.get_layer("specaugment_tmask_width").compute_dtype == "float32"
+        assert model.get_layer("frontend_eq_draw").compute_dtype == "float32"
+        assert model.get_layer("frontend_eq_apply").compute_dtype == "bfloat16"
     finally:
         keras.mixed_precision.set_global_policy(before)
