@@ -49,8 +49,8 @@ def serve_dir():
 
 # Test files whose tests share the session's `built_project`: under pytest-xdist they run in one worker, so the
 # project is built once (tests/unit/test_conftest_groups.py checks this list against the files' fixtures).
-BUILT_PROJECT_FILES = ("test_experiments.py", "test_faults.py", "test_incremental.py", "test_pipeline.py",
-                       "test_remote.py")
+BUILT_PROJECT_FILES = ("test_experiments.py", "test_faults.py", "test_incremental.py", "test_integrity.py",
+                       "test_pipeline.py", "test_provenance.py", "test_remote.py")
 
 
 @functools.cache
@@ -81,7 +81,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "pipeline" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.slow)
-    if getattr(config.option, "dist", "no") != "no":
+    # The workers collect, and the scheduler deals out their order; xdist sets a worker's own `dist` to "no", so
+    # a worker is known by its workerinput.
+    if hasattr(config, "workerinput") or getattr(config.option, "dist", "no") != "no":
         items.sort(key=lambda item: _schedule_rank(Path(str(item.fspath))))
 
 

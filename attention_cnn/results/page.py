@@ -137,6 +137,19 @@ def describe_machine(machine: Any) -> str:
     return "; ".join(parts)
 
 
+def cpu_label(machine: Any) -> str:
+    """The CPU's name and the one capability that changes what it computes and how fast: native bfloat16
+    (AMX-BF16 or AVX512-BF16), else AVX-512 (oneDNN's kernels) or neither; only the name where the run recorded
+    no flags. Two CPUs of one name can differ there (an Intel Xeon with AMX and one without)."""
+    machine = machine if isinstance(machine, dict) else {}
+    name = str(machine.get("cpu") or "?")
+    if "avx512f" not in machine:
+        return name
+    capability = ("AMX-BF16" if machine.get("amx_bf16") else "AVX512-BF16" if machine.get("avx512_bf16")
+                  else "AVX-512, no bfloat16" if machine.get("avx512f") else "no AVX-512")
+    return f"{name}, {capability}"
+
+
 def distinct(runs: list[dict], describe) -> str:
     """One description when every run has it, else each with its runs counted."""
     counts: dict[str, int] = {}
@@ -319,7 +332,7 @@ def measured_time(folder: Path) -> str:
     if not runs or len(times) != len(runs):
         return "-"
     precision = distinct(runs, lambda r: str(r.get("mixed_precision") or "?"))
-    cpu = distinct(runs, lambda r: str((r.get("machine") or {}).get("cpu") or "?"))
+    cpu = distinct(runs, lambda r: cpu_label(r.get("machine")))
     total_min = sum(times) / 60
     return f"{len(runs)} model{'s' if len(runs) != 1 else ''}, {total_min:.1f} min ({precision}, {cpu})"
 

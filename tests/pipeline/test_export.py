@@ -17,7 +17,8 @@ from conftest import TINY_PARAMS, deep_update, make_project, run
 # no float16 rounding, a different rate) changes the inputs and moves the probabilities far more.
 PROB_TOLERANCE = 1e-5
 # The study's seed-faithful cnn; a strong resnet with the log-mel frontend and SpecAugment (augment: auto: Keras
-# random layers, active in training only, which the export leaves out).
+# random layers, active in training only, which the export leaves out), one block per stage to keep its graph
+# (and the time to trace it) small.
 VARIANTS = ("cnn", "resnet")
 
 
@@ -28,7 +29,7 @@ def project(tmp_path_factory):
     test."""
     params = copy.deepcopy(TINY_PARAMS)
     deep_update(params, {"datasets": ["speech"], "variants": list(VARIANTS),
-                         "models": {"resnet": {"frontend": "logmel", "augment": "auto"}}})
+                         "models": {"resnet": {"frontend": "logmel", "augment": "auto", "blocks_per_stage": 1}}})
     root = make_project(tmp_path_factory.mktemp("export") / "project", params)
     run(["dvc", "repro", "evaluate", "featurize@mnist"], root)
     return root

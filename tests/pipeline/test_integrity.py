@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import TINY_PARAMS, copy_project, make_project, run
+from conftest import copy_project, run
 from attention_cnn.common import StageError
 from attention_cnn.features.tfrecords import FeatureSpec, ShardedWriter, load_split, read_spec, serialize_example, write_spec
 
@@ -96,17 +96,6 @@ def test_disk_full_while_writing_shards_is_one_line(tmp_path):
 # ---------------------------------------------------------------- a real DVC project's cache (slow)
 
 
-@pytest.fixture(scope="module")
-def cached_project(tmp_path_factory):
-    """A tiny project with the stages these tests read from built and cached: both data sets fetched and
-    featurized, the MNIST cnn trained and evaluated. Tests change private copies (:func:`copy_project`)."""
-    root = make_project(tmp_path_factory.mktemp("cached") / "project", TINY_PARAMS)
-    run(["dvc", "repro", "evaluate@mnist-cnn-0", "featurize@speech"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "built"], root)
-    return root
-
-
 def cache_object(root: Path, out: str, relpath: str) -> Path:
     """The DVC cache file holding ``relpath`` inside the directory output ``out`` (per dvc.lock)."""
     lock = yaml.safe_load((root / "dvc.lock").read_text())
@@ -140,10 +129,10 @@ def put_in_cache(root: Path, out: str, relpath: str, data: bytes | None = None, 
 
 
 @pytest.mark.slow
-def test_crafted_model_in_the_cache_runs_nothing(cached_project, tmp_path):
+def test_crafted_model_in_the_cache_runs_nothing(built_project, tmp_path):
     from test_safe_load import rewrite_config, subprocess_layer
 
-    root = copy_project(cached_project, tmp_path / "p")
+    root = copy_project(built_project, tmp_path / "p")
     marker = tmp_path / "marker"
     model = root / "models/mnist/cnn/seed0/model.keras"
     evil = rewrite_config(model, tmp_path / "evil.keras", subprocess_layer(marker)).read_bytes()
@@ -155,10 +144,10 @@ def test_crafted_model_in_the_cache_runs_nothing(cached_project, tmp_path):
 
 
 @pytest.mark.slow
-def test_damaged_files_in_the_cache_are_named(cached_project, tmp_path):
+def test_damaged_files_in_the_cache_are_named(built_project, tmp_path):
     """Flipped bytes in a cached model and raw files, zeroed bytes in a training shard: each stage that reads
     one stops with one line naming it and how to restore it (the shard once trained without any error)."""
-    root = copy_project(cached_project, tmp_path / "p")
+    root = copy_project(built_project, tmp_path / "p")
     put_in_cache(root, "models/mnist/cnn/seed0", "model.keras", how="flip")
     repro_fails_with_one_line(root, "evaluate@mnist-cnn-0", "models/mnist/cnn/seed0/model.keras: corrupt model file",
                               "dvc checkout --relink models/mnist/cnn/seed0")
@@ -181,10 +170,10 @@ def test_damaged_files_in_the_cache_are_named(cached_project, tmp_path):
 
 
 @pytest.mark.slow
-def test_disk_full_during_featurize_is_one_line(cached_project, tmp_path):
+def test_disk_full_during_featurize_is_one_line(built_project, tmp_path):
     """featurize@mnist into a real 1 MiB file system mounted on data/features: one line with the path and the
     space needed, no traceback, nothing left behind."""
-    root = copy_project(cached_project, tmp_path / "p")
+    root = copy_project(built_project, tmp_path / "p")
     features = root / "data" / "features"
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(features)], capture_output=True).returncode:
         pytest.skip("mounting a tmpfs needs root")

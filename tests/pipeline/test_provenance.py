@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_PARAMS, copy_project, deep_update, make_project, run
+from conftest import copy_project, deep_update, run
 from test_faults import kill9, start_group, wait_for
 
 from attention_cnn.provenance import check_recorded_params, read_yaml_as_dvc
@@ -28,11 +28,12 @@ CKPT = Path("checkpoints/mnist/cnn/seed0")
 
 
 @pytest.fixture(scope="module")
-def mnist_project(tmp_path_factory):
-    """The pipeline on MNIST with the cnn only, after one full `dvc repro` (do not modify: copy it)."""
-    update = deep_update(json.loads(json.dumps(TINY_PARAMS)), {"datasets": ["mnist"], "variants": ["cnn"]})
-    root = make_project(tmp_path_factory.mktemp("prov") / "project", update)
-    run(["dvc", "repro"], root)
+def mnist_project(built_project, tmp_path_factory):
+    """The pipeline on MNIST with the cnn only, after one full `dvc repro` (do not modify: copy it): the session's
+    built project narrowed to them, so only the report reruns (its other stages come from its cache)."""
+    root = copy_project(built_project, tmp_path_factory.mktemp("prov") / "project")
+    set_params(root, {"datasets": ["mnist"], "variants": ["cnn"]})
+    assert "Running stage 'train" not in run(["dvc", "repro"], root).stdout
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "built"], root)
     return root
@@ -94,7 +95,7 @@ _blocks.study_head = _wider_head
 
 def test_checkpoint_resumes_only_its_own_run(mnist_project, tmp_path):
     root = copy_project(mnist_project, tmp_path / "p")
-    set_params(root, {"train": {"resume": True, "epochs": 4, "batch_size": {"mnist": 32},
+    set_params(root, {"train": {"resume": True, "epochs": 3, "batch_size": {"mnist": 32},
                                 "early_stopping": {"monitor": "accuracy", "patience": 100}}})
     done = interrupt_training(root, tmp_path / "kill1.txt")
     saved = tmp_path / "saved-checkpoint"
@@ -105,7 +106,7 @@ def test_checkpoint_resumes_only_its_own_run(mnist_project, tmp_path):
     out = run(["dvc", "repro", STAGE], root).stdout
     assert f"resume: continuing mnist/cnn seed=0 after epoch {done}" in out, out[-3000:]
     first = json.loads((root / SUMMARY).read_text())
-    assert first["resumed_from_epoch"] == done and first["epochs_run"] == 4
+    assert first["resumed_from_epoch"] == done and first["epochs_run"] == 3
 
     # The model code changed: the same checkpoint is discarded, with the reason, and training starts fresh.
     shutil.copytree(saved, root / CKPT)
@@ -117,7 +118,7 @@ def test_checkpoint_resumes_only_its_own_run(mnist_project, tmp_path):
                      r"starting from scratch", out), out[-3000:]
     assert "resume: continuing" not in out
     summary = json.loads((root / SUMMARY).read_text())
-    assert summary["resumed_from_epoch"] == 0 and summary["epochs_run"] == 4
+    assert summary["resumed_from_epoch"] == 0 and summary["epochs_run"] == 3
     new_units = dense_units(root / "models/mnist/cnn/seed0/model.keras")
     assert new_units[0] == 2 * old_units[0] and new_units[1:] == old_units[1:], (old_units, new_units)
     assert summary["params"] > first["params"]  # the saved model is the new architecture

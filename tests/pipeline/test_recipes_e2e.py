@@ -26,7 +26,7 @@ def test_a_recipe_runs_as_a_named_experiment_and_reaches_the_results_page(tmp_pa
     recipe["set"].update({"variants": ["resnet", "resnet_se"], "train.epochs": 1, "train.seeds": [0],
                           "train.batch_size": 256,
                           **{f"models.{v}.{k}": x for v in ("resnet", "resnet_se", "resnet_cbam")
-                             for k, x in (("filters", 8), ("augment", "none"))}})
+                             for k, x in (("filters", 8), ("blocks_per_stage", 1), ("augment", "none"))}})
     (root / "recipes" / "tiny-strong.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "tiny recipe"], root)

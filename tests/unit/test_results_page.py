@@ -59,6 +59,18 @@ def test_measured_time_sums_the_recorded_train_times_with_precision_and_cpu(tmp_
     assert measured_time(tmp_path / "missing") == "-"
 
 
+def test_the_cpu_label_tells_apart_two_cpus_of_one_name_by_their_bfloat16():
+    from attention_cnn.results.page import cpu_label
+
+    flags = {"avx2": True, "avx512f": True, "avx512_bf16": True, "amx_bf16": True}
+    assert cpu_label({"cpu": "Xeon", **flags}) == "Xeon, AMX-BF16"
+    assert cpu_label({"cpu": "EPYC", **flags, "amx_bf16": False}) == "EPYC, AVX512-BF16"
+    assert cpu_label({"cpu": "Xeon", **flags, "amx_bf16": False, "avx512_bf16": False}) == "Xeon, AVX-512, no bfloat16"
+    assert cpu_label({"cpu": "Core", "avx2": True, "avx512f": False}) == "Core, no AVX-512"
+    assert cpu_label({"cpu": "AMD EPYC"}) == "AMD EPYC"           # an older run recorded the name only
+    assert cpu_label(None) == "?"
+
+
 def test_readme_table_lists_every_recipe_and_replaces_only_the_marked_block(tmp_path):
     from attention_cnn.results.page import README_BEGIN, README_END, readme_table, replace_readme_table
 
