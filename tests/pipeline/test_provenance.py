@@ -192,8 +192,9 @@ def test_second_run_through_the_entry_point_is_stopped_before_params_yaml(mnist_
     root = copy_project(mnist_project, tmp_path / "p")
     env = {"PYTHONPATH": str(root)}
     log_a = tmp_path / "a.txt"
+    # A holds the workspace for its whole run (train, export, evaluate, report), so B meets it however fast A trains
     a = start_group(["python", "-m", "attention_cnn.team.exp", "run", "-S", "train.epochs=2", "-S",
-                     "train.batch_size.mnist=16"], root, log_a)
+                     "train.batch_size.mnist=64"], root, log_a)
     wait_for(lambda: f"Running stage '{STAGE}'" in log_a.read_text() or a.poll() is not None, 600, "A training")
     assert a.poll() is None, log_a.read_text()[-3000:]
     params_before = (root / "params.yaml").read_bytes()
