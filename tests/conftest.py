@@ -81,9 +81,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "pipeline" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.slow)
-    # The workers collect, and the scheduler deals out their order; xdist sets a worker's own `dist` to "no", so
-    # a worker is known by its workerinput.
-    if hasattr(config, "workerinput") or getattr(config.option, "dist", "no") != "no":
+    # Under xdist only the workers collect (the scheduler deals out their order), and xdist sets a worker's own
+    # `dist` to "no": a worker is known by its workerinput.
+    if hasattr(config, "workerinput"):
         items.sort(key=lambda item: _schedule_rank(Path(str(item.fspath))))
 
 

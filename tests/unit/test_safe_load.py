@@ -41,9 +41,10 @@ def test_allow_list_covers_every_registered_variant(tmp_path):
         for shape in SHAPES:
             for option in OPTIONS:
                 settings = {k: v for k, v in option.items() if k in fields}
-                if (name, shape, repr(sorted(settings.items()))) in built:
+                key = (name, shape, repr(sorted(settings.items())))
+                if key in built:
                     continue   # options this variant lacks leave a model already checked
-                built.add((name, shape, repr(sorted(settings.items()))))
+                built.add(key)
                 model = build_model(name, shape, 10, settings, sample_rate_hz=8000)
                 inference = portable(model)
                 inference.save(tmp_path / "m.keras")
