@@ -10,6 +10,9 @@
   (``tfio.audio.AudioIOTensor``, which reads the sample rate too). MP3
   *decoding* does not need libmp3lame (only encoding does), so the warning
   tensorflow-io prints about it at import time is harmless; it is hidden.
+  Its decoders are not thread-safe (two threads decoding at once abort the
+  process or report a readable file as corrupt), so one lock serializes them;
+  featurize reads files from several threads.
 
 Multi-channel audio is mixed to mono; the sample rate is returned as is
 (featurize resamples). Every failure is a :class:`BadFileError` (a
@@ -23,6 +26,7 @@ import io
 import os
 import stat
 import struct
+import threading
 import warnings
 from pathlib import Path
 
@@ -37,6 +41,7 @@ AUDIO_SUFFIXES = WAV_SUFFIXES + tuple(TFIO_SUFFIXES)
 # reported as bad files (not silently ignored) so that a folder of .m4a files is noticed.
 UNSUPPORTED_AUDIO_SUFFIXES = (".aif", ".aiff", ".aifc", ".amr", ".au", ".caf", ".m4a", ".aac", ".mp4",
                               ".oga", ".opus", ".sph", ".w64", ".webm", ".wma")
+_TFIO_LOCK = threading.Lock()  # tensorflow-io's audio decoders share state across threads (module docstring)
 MIN_RATE_HZ = 1000            # below this a "sample rate" is a corrupt header, not speech
 SILENCE_PEAK = 1e-4           # |sample| never above -80 dBFS (about 3 LSB of 16-bit audio): silence
 
@@ -184,9 +189,10 @@ def _read_tfio(path: Path, kind: str) -> tuple[np.ndarray, int]:
         raise BadFileError(path, f"cannot decode {kind}: tensorflow-io is not usable here "
                                  f"({_tfio_message(exc)}); convert the file to WAV") from None
     try:
-        tensor = tfio.audio.AudioIOTensor(str(path))
-        rate = int(tensor.rate.numpy())
-        data = tensor.to_tensor().numpy()
+        with _TFIO_LOCK:
+            tensor = tfio.audio.AudioIOTensor(str(path))
+            rate = int(tensor.rate.numpy())
+            data = tensor.to_tensor().numpy()
     except Exception as exc:  # noqa: BLE001 - tf.errors.* for corrupt input
         msg = _tfio_message(exc)
         if "unknown file type" in msg:

@@ -361,6 +361,38 @@ def test_without_tensorflow_io_a_compressed_file_is_a_clear_error(tmp_path, monk
         audio.read_audio(path)
 
 
+THREADED_DECODE = """
+import sys, threading
+from attention_cnn.data import audio
+files = sys.argv[1:]
+errors = []
+def run(i):
+    try:
+        for k in range(200):
+            audio.read_audio(files[(i + k) % len(files)])
+    except Exception as exc:
+        errors.append(str(exc))
+threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(errors[0] if errors else "decoded")
+"""
+
+
+@pytest.mark.slow  # a fresh Python with TensorFlow: a decoder that is not thread-safe aborts the process
+def test_compressed_files_decode_from_several_threads_at_once(tmp_path):
+    """featurize reads files from worker threads; tensorflow-io's decoders, run side by side, once aborted the
+    process ('Check failed: dtype() == expected_dtype') or reported a good file as corrupt ('unable to seek')."""
+    x = sine(22050)
+    files = [write(tmp_path / "a.flac", encode_tfio("flac", x, 22050)),
+             write(tmp_path / "b.ogg", encode_tfio("vorbis", np.stack([x, x], 1), 22050)),
+             encode_mp3(x, 22050, tmp_path / "c.mp3")]
+    done = subprocess.run([sys.executable, "-c", THREADED_DECODE, *map(str, files)], capture_output=True, text=True,
+                          timeout=600, cwd=Path(__file__).resolve().parents[2],
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0 and done.stdout.strip() == "decoded", done.stdout[-500:] + done.stderr[-2000:]
+
+
 def test_featurize_on_kept_files_resamples_mixes_cuts_and_counts(tmp_path, capsys):
     """44.1/48 kHz, stereo, 8/24-bit, float, FLAC, Ogg, a long clip and a silent clip: all featurized at 8 kHz."""
     root = tmp_path / "mine"
