@@ -103,6 +103,8 @@ class SpeechEmbedded(Section):
     takes_per_voice: Count
     noise_snr_db: Annotated[float, AfterValidator(_not_nan)]
     seed: NonNegative
+    # > 0: each clip in a random room, reverberation time drawn from [0, this] seconds (attention_cnn.data.synth)
+    reverb_rt60_s: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
 
 
 class SpeechData(Section):

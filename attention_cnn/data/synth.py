@@ -76,6 +76,9 @@ TRIM_REL_THRESHOLD = 0.02  # |x| above 2 % of the peak counts as sound
 TRIM_ABS_THRESHOLD = 32    # ...and never below this (int16 units)
 JITTER_RATE_FRAC = 0.05    # takes > 0: rate * (1 +- 5 %)
 JITTER_PITCH = 5           # takes > 0: pitch +- 5
+# reverb_rt60_s > 0: the direct sound's energy over the reverberant tail's, drawn per clip (dB). A microphone
+# a few tens of centimetres from the mouth in a small room (a laptop's, as FSDD's) hears mostly direct sound.
+REVERB_DRR_DB = (0.0, 12.0)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9-]+(\+[A-Za-z0-9-]+)?$")
 _ID_BAD = re.compile(r"[^A-Za-z0-9-]")
@@ -277,6 +280,40 @@ def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator) -> n
         return arr.copy()
     noise_std = math.sqrt(power / (10.0 ** (snr_db / 10.0)))
     y = x + rng.standard_normal(x.size) * noise_std
+    return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+
+
+def room_impulse_response(rt60_s: float, drr_db: float, sample_rate_hz: int,
+                          rng: np.random.Generator) -> np.ndarray:
+    """A synthetic room: a unit direct impulse, then a diffuse tail of Gaussian noise whose level falls by 60 dB
+    over ``rt60_s`` seconds (Sabine's exponential decay), scaled so that the direct sound carries ``drr_db`` dB
+    more energy than the tail. float64, ``ceil(rt60_s * rate)`` samples long (at least 1)."""
+    if not (rt60_s >= 0.0 and math.isfinite(rt60_s)):
+        raise ValueError(f"rt60_s must be a finite number >= 0, got {rt60_s}")
+    n = max(1, math.ceil(rt60_s * sample_rate_hz))
+    h = np.zeros(n)
+    h[0] = 1.0
+    if n > 1:
+        t = np.arange(1, n) / sample_rate_hz
+        tail = rng.standard_normal(n - 1) * np.exp(-3.0 * math.log(10.0) * t / rt60_s)  # -60 dB at rt60_s
+        h[1:] = tail * math.sqrt(10.0 ** (-drr_db / 10.0) / float(np.sum(tail * tail)))
+    return h
+
+
+def add_reverb(samples: np.ndarray, rt60_s: float, drr_db: float, sample_rate_hz: int,
+               rng: np.random.Generator) -> np.ndarray:
+    """``samples`` as heard in :func:`room_impulse_response`'s room; int16 in/out, the tail kept (the clip grows by
+    ``rt60_s``), the peak level kept. ``rt60_s = 0`` returns a copy of the input."""
+    arr = _check_int16(samples)
+    if rt60_s == 0.0 or arr.size == 0:
+        return arr.copy()
+    from scipy.signal import fftconvolve
+
+    x = arr.astype(np.float64)
+    y = fftconvolve(x, room_impulse_response(rt60_s, drr_db, sample_rate_hz, rng))
+    peak = float(np.abs(y).max())
+    if peak > 0.0:
+        y *= float(np.abs(x).max()) / peak
     return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
 
 
@@ -516,6 +553,12 @@ def noise_rng(seed: int, voice: Voice, digit: int, take: int) -> np.random.Gener
     return np.random.default_rng([seed, _stable_hash(voice.id), digit, take])
 
 
+def room_rng(seed: int, voice: Voice, digit: int, take: int) -> np.random.Generator:
+    """Room generator for one clip (its reverberation time, direct-to-reverberant ratio and tail), apart from
+    :func:`noise_rng`, so that a dry clip's noise is the same with or without reverb in the config."""
+    return np.random.default_rng([seed, _stable_hash(voice.id), digit, take, _stable_hash("room")])
+
+
 def _check_voice_lists(train_voices: Iterable[Voice], test_voices: Iterable[Voice]) -> None:
     seen: dict[str, str] = {}
     for split, voices in (("train", train_voices), ("test", test_voices)):
@@ -536,10 +579,15 @@ def synthesize_digits(
     takes_per_voice: int,
     noise_snr_db: float,
     seed: int,
+    reverb_rt60_s: float = 0.0,
     progress: bool = True,
 ) -> list[dict]:
     """Write ``out_dir/recordings/{digit}_{voice.id}_{take}.wav`` for every voice,
-    digit and take; return the manifest rows sorted by file."""
+    digit and take; return the manifest rows sorted by file.
+
+    ``reverb_rt60_s`` > 0: each clip is heard in a room of its own (:func:`add_reverb`), its reverberation time
+    drawn uniformly from [0, ``reverb_rt60_s``] s and its direct-to-reverberant ratio from :data:`REVERB_DRR_DB`;
+    then the noise is added (a microphone's, after the room)."""
     from tqdm import tqdm
 
     seed = _check_seed(seed)
@@ -560,6 +608,9 @@ def synthesize_digits(
     rows: list[dict] = []
     for split, voice, digit, take in tqdm(jobs, desc="synth", unit="wav", disable=not progress):
         samples = synth.say(DIGIT_WORDS[digit], take_voice(voice, digit, take, seed))
+        if reverb_rt60_s > 0.0:
+            room = room_rng(seed, voice, digit, take)
+            samples = add_reverb(samples, room.uniform(0.0, reverb_rt60_s), room.uniform(*REVERB_DRR_DB), sr, room)
         samples = add_noise(samples, noise_snr_db, noise_rng(seed, voice, digit, take))
         data = wav_bytes(samples, sr)
         name = f"{digit}_{voice.id}_{take}.wav"

@@ -18,6 +18,8 @@ from attention_cnn.data.synth import (
     Synthesizer,
     Voice,
     add_noise,
+    add_reverb,
+    room_impulse_response,
     split_voices,
     synthesize_digits,
     voice_grid,
@@ -149,6 +151,52 @@ def test_add_noise():
     loud = np.full(1000, 32000, dtype=np.int16)
     clipped = add_noise(loud, -10.0, np.random.default_rng(0))  # heavy noise: must clip, not wrap
     assert clipped.max() == 32767 and clipped.min() == -32768
+
+
+def test_room_impulse_response_decays_by_60_db_over_rt60_with_the_drawn_direct_to_reverberant_ratio():
+    rate = 22050
+    h = room_impulse_response(0.4, 6.0, rate, np.random.default_rng(1))
+    assert h.shape == (round(0.4 * rate),) and h[0] == 1.0
+    assert 10 * np.log10(1.0 / np.sum(h[1:] ** 2)) == pytest.approx(6.0)   # direct over tail energy
+    # Schroeder's backward integral: the tail's energy decay, fitted from -5 to -25 dB (T20), extrapolated to -60
+    energy = np.cumsum(h[1:][::-1] ** 2)[::-1]
+    decay_db = 10 * np.log10(energy / energy[0])
+    fit = (decay_db <= -5) & (decay_db >= -25)
+    slope_db_per_s = np.polyfit(np.arange(fit.size)[fit] / rate, decay_db[fit], 1)[0]
+    assert -60 / slope_db_per_s == pytest.approx(0.4, rel=0.1)
+    assert np.array_equal(h, room_impulse_response(0.4, 6.0, rate, np.random.default_rng(1)))
+    assert np.array_equal(room_impulse_response(0.0, 6.0, rate, np.random.default_rng(1)), [1.0])
+    with pytest.raises(ValueError, match="rt60_s"):
+        room_impulse_response(float("nan"), 6.0, rate, np.random.default_rng(1))
+
+
+def test_add_reverb_keeps_the_peak_adds_the_tail_and_smears_a_click():
+    rate = 8000
+    t = np.arange(rate // 4) / rate
+    tone = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    wet = add_reverb(tone, 0.3, 3.0, rate, np.random.default_rng(2))
+    assert wet.dtype == np.int16 and wet.size == tone.size + round(0.3 * rate) - 1
+    assert abs(int(np.abs(wet).max()) - 8000) <= 1
+    assert np.array_equal(wet, add_reverb(tone, 0.3, 3.0, rate, np.random.default_rng(2)))
+    click = np.zeros(rate // 2, np.int16)
+    click[100] = 10000
+    smeared = add_reverb(click, 0.3, 3.0, rate, np.random.default_rng(2)).astype(float)
+    assert np.sum(smeared[101:] ** 2) > 0.3 * np.sum(smeared[:101] ** 2)   # 3 dB DRR: half the energy in the tail
+    assert not smeared[:100].any()                                         # nothing before the sound (causal)
+    assert np.array_equal(add_reverb(tone, 0.0, 3.0, rate, np.random.default_rng(2)), tone)   # dry
+
+
+def test_reverb_in_synthesis_is_per_clip_and_zero_leaves_the_clips_as_they_were(tmp_path):
+    voices = voice_grid(2, 0)
+    dry = dict(takes_per_voice=1, noise_snr_db=30.0, seed=0, progress=False)
+    rows_dry = synthesize_digits(tmp_path / "dry", voices, [], **dry)
+    rows_zero = synthesize_digits(tmp_path / "zero", voices, [], reverb_rt60_s=0.0, **dry)
+    assert rows_zero == rows_dry and _tree(tmp_path / "zero") == _tree(tmp_path / "dry")
+    rows_wet = synthesize_digits(tmp_path / "wet", voices, [], reverb_rt60_s=0.5, **dry)
+    assert rows_wet == synthesize_digits(tmp_path / "wet2", voices, [], reverb_rt60_s=0.5, **dry)   # deterministic
+    longer = [w["duration_s"] - d["duration_s"] for w, d in zip(rows_wet, rows_dry)]
+    assert all(0.0 <= x <= 0.5 for x in longer) and len({round(x, 3) for x in longer}) > 10   # a room per clip
+    assert not {r["sha256"] for r in rows_wet} & {r["sha256"] for r in rows_dry}
 
 
 # --------------------------------------------------------------------------- errors
