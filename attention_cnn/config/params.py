@@ -119,6 +119,8 @@ class SpeechData(Section):
     # fsdd, folder: espeak-ng voices that speak the ten digits into the train split only (never test), drawn from
     # the whole voice grid with data.speech.embedded's takes, noise and seed; 0: none
     extra_train_voices: NonNegative = 0
+    # fsdd, folder: more such voices, each with a non-native accent (attention_cnn.data.synth.ACCENTS); 0: none
+    extra_train_accented_voices: NonNegative = 0
 
     @model_validator(mode="after")
     def _speakers_need_names(self) -> "SpeechData":
@@ -126,10 +128,11 @@ class SpeechData(Section):
             raise RuleError("data.speech.split is 'speakers' but data.speech.source is 'embedded', whose test voices "
                             "are never in training anyway; use data.speech.source fsdd or folder, or "
                             "data.speech.split: official")
-        if self.extra_train_voices and self.source == "embedded":
-            raise RuleError("data.speech.extra_train_voices adds synthetic voices to real recordings, but "
-                            "data.speech.source is 'embedded' (synthetic already); raise "
-                            "data.speech.embedded.train_voices instead, or set extra_train_voices: 0")
+        for key in ("extra_train_voices", "extra_train_accented_voices"):
+            if getattr(self, key) and self.source == "embedded":
+                raise RuleError(f"data.speech.{key} adds synthetic voices to real recordings, but "
+                                "data.speech.source is 'embedded' (synthetic already); raise "
+                                f"data.speech.embedded.train_voices instead, or set {key}: 0")
         return self
 
 

@@ -19,7 +19,7 @@ Sources (``data.speech.source``):
   are bad files; anything else (notes, ``.DS_Store``) is ignored.
 
 Synthetic voices in training (``data.speech.extra_train_voices``, fsdd and folder): that many espeak-ng voices
-from the whole voice grid speak the ten digits (``data.speech.embedded``'s takes, noise and seed) into
+from the whole voice grid, and ``extra_train_accented_voices`` more with non-native accents, speak the ten digits (``data.speech.embedded``'s takes, noise and seed) into
 ``synthetic/recordings/``, every clip in the train split, never test. ``source.json`` counts them
 (``extra_train_voices``, ``extra_train_clips``); its speakers and split sentence name the real speakers.
 
@@ -356,15 +356,25 @@ def collect_embedded(cfg: SpeechEmbedded, out: Path) -> list[dict[str, Any]]:
                                    reverb_rt60_s=cfg.reverb_rt60_s)
 
 
+def _synthetic_voices(cfg: SpeechData) -> str:
+    """'' without synthetic voices in training, else how many: '400' or '400 + 200 accented'."""
+    parts = [str(cfg.extra_train_voices)] if cfg.extra_train_voices else []
+    if cfg.extra_train_accented_voices:
+        parts.append(f"{cfg.extra_train_accented_voices} accented")
+    return " + ".join(parts)
+
+
 def collect_extra_train(cfg: SpeechData, out: Path) -> list[dict[str, Any]]:
-    """``data.speech.extra_train_voices`` synthetic voices in ``out/synthetic/``, every row in the train split.
+    """``data.speech.extra_train_voices`` synthetic voices, then ``extra_train_accented_voices`` with a non-native
+    accent, in ``out/synthetic/``, every row in the train split.
 
     Drawn from the whole voice grid (any accent, timbre, rate, pitch) with ``data.speech.embedded``'s takes, noise,
     reverb and seed; the real test speakers are never among them."""
     from attention_cnn.data import synth
 
     emb = cfg.embedded
-    voices = synth.voice_grid(cfg.extra_train_voices, emb.seed)
+    voices = synth.voice_grid(cfg.extra_train_voices, emb.seed) + \
+        synth.accented_voice_grid(cfg.extra_train_accented_voices, emb.seed)
     rows = synth.synthesize_digits(out / SYNTHETIC_DIR, voices, [], takes_per_voice=emb.takes_per_voice,
                                    noise_snr_db=float(emb.noise_snr_db), seed=emb.seed,
                                    reverb_rt60_s=emb.reverb_rt60_s)
@@ -403,14 +413,16 @@ def fetch(data: Data, out: Path, checksums: Path = fsdd.CHECKSUM_FILE) -> dict[s
             root = Path(cfg.path)
             rows = apply_split(collect_folder(root, cfg.labels, tmp, bad, notes), split_rule, test_speakers)
             origin = f"folder {root}"
-        if cfg.extra_train_voices:
+        synthetic = _synthetic_voices(cfg)
+        if synthetic:
+            keys = " and ".join(f"data.speech.{k}" for k in ("extra_train_voices", "extra_train_accented_voices")
+                                if getattr(cfg, k))
             not_digits = sorted({str(r["label"]) for r in rows} - {str(d) for d in range(10)}, key=_label_key)
             if not_digits:
-                raise StageError(f"data.speech.extra_train_voices: the synthetic voices speak the digits 0-9, but "
-                                 f"the recordings have other labels ({_examples(not_digits)}); set "
-                                 "data.speech.extra_train_voices: 0")
+                raise StageError(f"{keys}: the synthetic voices speak the digits 0-9, but the recordings have "
+                                 f"other labels ({_examples(not_digits)}); set {keys.replace(' and ', ': 0 and ')}: 0")
             rows = rows + check_rows(collect_extra_train(cfg, tmp), tmp, bad, notes)
-            origin += f" + {cfg.extra_train_voices} espeak-ng voices in train"
+            origin += f" + {synthetic} espeak-ng voices in train"
         rows = sorted(rows, key=lambda r: r["file"])
         counts = {s: sum(1 for r in rows if r["split"] == s) for s in SPLITS}
         for split, n in counts.items():
@@ -425,14 +437,16 @@ def fetch(data: Data, out: Path, checksums: Path = fsdd.CHECKSUM_FILE) -> dict[s
         info = {"dataset": "speech", "source": source, "origin": origin, "counts": counts,
                 "labels": sorted({str(r["label"]) for r in rows}),
                 "speakers": {s: sorted({r["speaker"] for r in real if r["split"] == s}) for s in SPLITS},
-                "extra_train_voices": cfg.extra_train_voices, "extra_train_clips": len(rows) - len(real),
+                "extra_train_voices": cfg.extra_train_voices,
+                "extra_train_accented_voices": cfg.extra_train_accented_voices,
+                "extra_train_clips": len(rows) - len(real),
                 "on_bad_file": bad.mode, "skipped": len(bad.skipped),
                 "duplicates_across_splits": len(duplicates), "silent": len(notes.silent)}
         summary = split_summary(source, split_rule, test_speakers, real)
         info.update({k: v for k, v in summary.items() if k != "speakers"})
-        if cfg.extra_train_voices:
-            info["split_description"] += (f"; plus {len(rows) - len(real):,} clips of {cfg.extra_train_voices} "
-                                          "synthetic espeak-ng voices in train only (`data.speech.extra_train_voices`)")
+        if synthetic:
+            info["split_description"] += (f"; plus {len(rows) - len(real):,} clips of {synthetic} "
+                                          f"synthetic espeak-ng voices in train only (`{keys.replace(' and ', '` and `')}`)")
         atomic_write_json(tmp / "source.json", info)
     for line in _warning_lines(out, bad, notes, duplicates):
         warn(line)

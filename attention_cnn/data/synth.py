@@ -56,6 +56,24 @@ BASE_VOICES: tuple[str, ...] = (
     "en-029",          # English (Caribbean)
 )
 
+# Non-native accents: an espeak-ng voice of another language says each English digit word the way a native
+# speaker of that language tends to, written in that language's spelling so that its own letter-to-sound rules
+# give the accent (French "sri" for "three", German "zeːvən" for "seven", Hindi's retroflex "ʈuː" for "two").
+# Why: most FSDD speakers are not native English speakers, and the English voices above all are.
+# The spellings were checked with espeak_TextToPhonemes (IPA, e.g. fr: zeʁˈo wˈan tˈu sʁˈi fˈɔʁ faˈiv sˈiks sevˈɛn
+# ˈɛjt naˈin); a spelling the language's rules would read as another word is avoided.
+ACCENTS: dict[str, tuple[str, ...]] = {
+    "fr": ("zéro", "ouane", "tou", "sri", "fore", "faïve", "sixe", "sévène", "eïte", "naïne"),   # French
+    "de": ("siero", "wan", "tu", "sri", "for", "feif", "sicks", "sewen", "eht", "nein"),         # German
+    "es": ("siro", "uan", "tu", "tri", "for", "faif", "siks", "seven", "eit", "nain"),           # Spanish
+    "it": ("ziro", "uan", "tu", "tri", "for", "faiv", "sics", "seven", "eit", "nain"),           # Italian
+    "nl": ("ziero", "wan", "toe", "trie", "for", "faif", "siks", "seven", "eet", "najn"),        # Dutch
+    "pl": ("ziro", "łan", "tu", "tri", "for", "fajw", "syks", "sewen", "ejt", "najn"),           # Polish
+    "el": ("ζίρο", "ουάν", "του", "θρι", "φορ", "φάιβ", "σιξ", "σέβεν", "έιτ", "νάιν"),           # Greek
+    "ru": ("зироу", "уан", "ту", "сри", "фор", "файв", "сикс", "севен", "эйт", "найн"),           # Russian
+    "hi": ("ज़ीरो", "वन", "टू", "थ्री", "फ़ोर", "फ़ाइव", "सिक्स", "सेवन", "एट", "नाइन"),  # Hindi
+}
+
 # Voice variants (files in espeak-ng-data/voices/!v), grouped by timbre so that
 # train/test splits get a mix of each.  "" is the base voice's own default.
 # Whisper and the robotic/novelty variants are left out: they are far from
@@ -157,8 +175,9 @@ def _interleaved(variants: Iterable[str], seed: int, tag: str) -> list[str]:
     return [v for _, _, v in sorted(keyed)]
 
 
-def _draw(variants: Sequence[str], count: int, seed: int, tag: str) -> list[Voice]:
-    """``count`` distinct voices from BASE_VOICES x ``variants`` x rates x pitches.
+def _draw(variants: Sequence[str], count: int, seed: int, tag: str,
+          base_voices: Sequence[str] = BASE_VOICES) -> list[Voice]:
+    """``count`` distinct voices from ``base_voices`` x ``variants`` x rates x pitches.
 
     Voices cycle through the variants (interleaved by timbre group), each
     variant through the base accents in its own seeded order, so all
@@ -167,8 +186,8 @@ def _draw(variants: Sequence[str], count: int, seed: int, tag: str) -> list[Voic
     different (rate, pitch) from that combination's own seeded order.
     """
     var_order = _interleaved(variants, seed, tag)
-    bases = {v: sorted(BASE_VOICES, key=lambda b: _hash_key(seed, tag, "base", v, b)) for v in var_order}
-    order = [(bases[v][j], v) for j in range(len(BASE_VOICES)) for v in var_order]
+    bases = {v: sorted(base_voices, key=lambda b: _hash_key(seed, tag, "base", v, b)) for v in var_order}
+    order = [(bases[v][j], v) for j in range(len(base_voices)) for v in var_order]
     grid = [(r, p) for r in RATES_WPM for p in PITCHES]
     rp_orders: dict[tuple[str, str], list[tuple[int, int]]] = {}
     voices: list[Voice] = []
@@ -196,6 +215,26 @@ def voice_grid(count: int, seed: int) -> list[Voice]:
     if count > max_voices():
         raise StageError(f"asked for {count} voices but the grid has only {max_voices()}")
     return _draw(VARIANTS, int(count), seed, "grid")
+
+
+def max_accented_voices() -> int:
+    """How many distinct voices :func:`accented_voice_grid` can give."""
+    return len(ACCENTS) * len(VARIANTS) * len(RATES_WPM) * len(PITCHES)
+
+
+def accented_voice_grid(count: int, seed: int) -> list[Voice]:
+    """``count`` distinct voices with a non-native accent (:data:`ACCENTS`), drawn as :func:`voice_grid` draws."""
+    seed = _check_seed(seed)
+    if not isinstance(count, (int, np.integer)) or count < 0:
+        raise StageError(f"voice count must be a non-negative integer, got {count!r}")
+    if count > max_accented_voices():
+        raise StageError(f"asked for {count} accented voices but the grid has only {max_accented_voices()}")
+    return _draw(VARIANTS, int(count), seed, "accent", tuple(ACCENTS))
+
+
+def spoken_word(voice: Voice, digit: int) -> str:
+    """The text ``voice`` says for ``digit``: the English word, or its accented spelling (:data:`ACCENTS`)."""
+    return ACCENTS[voice.base][digit] if voice.base in ACCENTS else DIGIT_WORDS[digit]
 
 
 def split_voices(count_train: int, count_test: int, seed: int) -> tuple[list[Voice], list[Voice]]:
@@ -607,7 +646,7 @@ def synthesize_digits(
     sr = synth.sample_rate_hz
     rows: list[dict] = []
     for split, voice, digit, take in tqdm(jobs, desc="synth", unit="wav", disable=not progress):
-        samples = synth.say(DIGIT_WORDS[digit], take_voice(voice, digit, take, seed))
+        samples = synth.say(spoken_word(voice, digit), take_voice(voice, digit, take, seed))
         if reverb_rt60_s > 0.0:
             room = room_rng(seed, voice, digit, take)
             samples = add_reverb(samples, room.uniform(0.0, reverb_rt60_s), room.uniform(*REVERB_DRR_DB), sr, room)

@@ -11,6 +11,7 @@ from scipy.io import wavfile
 from attention_cnn.data import mnist as fetch_mnist
 
 from attention_cnn.data import speech as fetch_speech
+from attention_cnn.data import synth
 from attention_cnn.common import StageError, read_csv_dicts, sha256_file
 from conftest import config
 
@@ -230,3 +231,36 @@ def test_extra_train_voices_refused_for_non_digit_labels_and_embedded_source(tmp
     assert not (tmp_path / "out").exists()
     with pytest.raises(StageError, match="data.speech.extra_train_voices adds synthetic voices to real recordings"):
         config({"data.speech.source": "embedded", "data.speech.extra_train_voices": 3})
+
+
+def test_accented_voices_join_the_english_ones_in_train_and_are_named_and_counted(tmp_path):
+    root = tmp_path / "mine"
+    for digit in range(10):
+        write_wav(root / "train" / f"{digit}_alice_0.wav")
+        write_wav(root / "test" / f"{digit}_bob_0.wav")
+    data = config({"data.speech.source": "folder", "data.speech.path": str(root), "data.speech.labels": "prefix",
+                   "data.speech.extra_train_voices": 1, "data.speech.extra_train_accented_voices": 2}).data
+    info = fetch_speech.fetch(data, tmp_path / "out")
+    rows = read_csv_dicts(tmp_path / "out" / "manifest.csv")
+    synthetic = [r for r in rows if r["file"].startswith("synthetic/recordings/")]
+    assert len(synthetic) == 30 and {r["split"] for r in synthetic} == {"train"}
+    bases = {r["speaker"].split("_")[0] for r in synthetic}
+    assert len(bases & set(synth.ACCENTS)) == 2 and len(bases - set(synth.ACCENTS)) == 1   # 2 accents, 1 English
+    assert info["extra_train_voices"] == 1 and info["extra_train_accented_voices"] == 2
+    assert info["extra_train_clips"] == 30 and info["origin"].endswith(" + 1 + 2 accented espeak-ng voices in train")
+    assert ("plus 30 clips of 1 + 2 accented synthetic espeak-ng voices in train only (`data.speech.extra_train_voices` "
+            "and `data.speech.extra_train_accented_voices`)") in info["split_description"]
+    # the English voices are the same bytes with or without accented ones beside them
+    alone = fetch_speech.fetch(config({"data.speech.source": "folder", "data.speech.path": str(root),
+                                       "data.speech.labels": "prefix", "data.speech.extra_train_voices": 1}).data,
+                               tmp_path / "alone")
+    english = {r["file"]: r["sha256"] for r in read_csv_dicts(tmp_path / "alone" / "manifest.csv")
+               if r["file"].startswith("synthetic/")}
+    assert alone["extra_train_clips"] == 10 and {f: h for f, h in ((r["file"], r["sha256"]) for r in synthetic)
+                                                  if f in english} == english
+
+
+def test_accented_voices_refused_for_the_embedded_source():
+    with pytest.raises(StageError, match="data.speech.extra_train_accented_voices adds synthetic voices to real "
+                                         "recordings, but data.speech.source is 'embedded'"):
+        config({"data.speech.source": "embedded", "data.speech.extra_train_accented_voices": 3})

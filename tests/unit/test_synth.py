@@ -199,6 +199,30 @@ def test_reverb_in_synthesis_is_per_clip_and_zero_leaves_the_clips_as_they_were(
     assert not {r["sha256"] for r in rows_wet} & {r["sha256"] for r in rows_dry}
 
 
+def test_accented_voices_are_distinct_deterministic_and_apart_from_the_english_grid():
+    voices = synth.accented_voice_grid(60, 0)
+    assert voices == synth.accented_voice_grid(60, 0) and len({v.id for v in voices}) == 60
+    assert {v.base for v in voices} == set(synth.ACCENTS)          # every accent within the first few dozen
+    assert not {v.id for v in voices} & {v.id for v in voice_grid(400, 0)}
+    assert synth.voice_grid(5, 0) == voice_grid(5, 0)              # the English grid is unchanged
+    with pytest.raises(StageError, match="accented voices but the grid has only"):
+        synth.accented_voice_grid(synth.max_accented_voices() + 1, 0)
+    assert synth.spoken_word(Voice("fr+m3", 150, 50), 3) == "sri"
+    assert synth.spoken_word(Voice("en-us+m3", 150, 50), 3) == "three"
+
+
+def test_every_accent_says_ten_different_words_in_its_own_voice(synthesizer):
+    """Each accented spelling is spoken (not skipped as unknown text) by its language's voice, and differs from
+    the English voice saying the English word."""
+    assert all(len(words) == 10 and len(set(words)) == 10 for words in synth.ACCENTS.values())
+    for base, words in sorted(synth.ACCENTS.items()):
+        for digit in (3, 7):
+            accented = synthesizer.say(words[digit], Voice(base, 150, 50))
+            english = synthesizer.say(DIGIT_WORDS[digit], Voice("en", 150, 50))
+            assert accented.size > 0.15 * synthesizer.sample_rate_hz, (base, digit)
+            assert accented.size != english.size or not np.array_equal(accented, english), (base, digit)
+
+
 # --------------------------------------------------------------------------- errors
 
 
