@@ -19,9 +19,10 @@ Sources (``data.speech.source``):
   are bad files; anything else (notes, ``.DS_Store``) is ignored.
 
 Synthetic voices in training (``data.speech.extra_train_voices``, fsdd and folder): that many espeak-ng voices
-from the whole voice grid, and ``extra_train_accented_voices`` more with non-native accents, speak the ten digits (``data.speech.embedded``'s takes, noise and seed) into
-``synthetic/recordings/``, every clip in the train split, never test. ``source.json`` counts them
-(``extra_train_voices``, ``extra_train_clips``); its speakers and split sentence name the real speakers.
+from the whole voice grid, and ``extra_train_accented_voices`` more with non-native accents, speak the ten
+digits (``data.speech.embedded``'s takes, noise, reverb and seed) into ``synthetic/recordings/``, every clip in
+the train split, never test. ``source.json`` counts them (``extra_train_voices``, ``extra_train_accented_voices``,
+``extra_train_clips``); its speakers and split sentence name the real speakers.
 
 Bad input
 ---------
