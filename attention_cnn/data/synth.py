@@ -202,34 +202,28 @@ def _draw(variants: Sequence[str], count: int, seed: int, tag: str,
     return voices
 
 
-def max_voices() -> int:
-    """How many distinct voices :func:`voice_grid` can give."""
-    return len(BASE_VOICES) * len(VARIANTS) * len(RATES_WPM) * len(PITCHES)
+def max_voices(base_voices: Sequence[str] = BASE_VOICES) -> int:
+    """How many distinct voices :func:`voice_grid` (or a grid of other ``base_voices``) can give."""
+    return len(base_voices) * len(VARIANTS) * len(RATES_WPM) * len(PITCHES)
+
+
+def _grid(count: int, seed: int, base_voices: Sequence[str], tag: str, what: str) -> list[Voice]:
+    seed = _check_seed(seed)
+    if not isinstance(count, (int, np.integer)) or count < 0:
+        raise StageError(f"voice count must be a non-negative integer, got {count!r}")
+    if count > max_voices(base_voices):
+        raise StageError(f"asked for {count} {what} but the grid has only {max_voices(base_voices)}")
+    return _draw(VARIANTS, int(count), seed, tag, base_voices)
 
 
 def voice_grid(count: int, seed: int) -> list[Voice]:
     """``count`` distinct voices drawn deterministically from the English voice grid."""
-    seed = _check_seed(seed)
-    if not isinstance(count, (int, np.integer)) or count < 0:
-        raise StageError(f"voice count must be a non-negative integer, got {count!r}")
-    if count > max_voices():
-        raise StageError(f"asked for {count} voices but the grid has only {max_voices()}")
-    return _draw(VARIANTS, int(count), seed, "grid")
-
-
-def max_accented_voices() -> int:
-    """How many distinct voices :func:`accented_voice_grid` can give."""
-    return len(ACCENTS) * len(VARIANTS) * len(RATES_WPM) * len(PITCHES)
+    return _grid(count, seed, BASE_VOICES, "grid", "voices")
 
 
 def accented_voice_grid(count: int, seed: int) -> list[Voice]:
     """``count`` distinct voices with a non-native accent (:data:`ACCENTS`), drawn as :func:`voice_grid` draws."""
-    seed = _check_seed(seed)
-    if not isinstance(count, (int, np.integer)) or count < 0:
-        raise StageError(f"voice count must be a non-negative integer, got {count!r}")
-    if count > max_accented_voices():
-        raise StageError(f"asked for {count} accented voices but the grid has only {max_accented_voices()}")
-    return _draw(VARIANTS, int(count), seed, "accent", tuple(ACCENTS))
+    return _grid(count, seed, tuple(ACCENTS), "accent", "accented voices")
 
 
 def spoken_word(voice: Voice, digit: int) -> str:

@@ -195,11 +195,16 @@ def test_embedded_speech_source_writes_manifest_and_disjoint_speakers(tmp_path):
 
 # ---------- speech: synthetic voices in training ----------
 
-def test_extra_train_voices_go_to_train_only_and_leave_the_real_split_alone(tmp_path):
-    root = tmp_path / "mine"
+def alice_and_bob(root):
+    """A folder of real digits: alice's ten in train, bob's ten in test (FSDD-style names)."""
     for digit in range(10):
         write_wav(root / "train" / f"{digit}_alice_0.wav")
         write_wav(root / "test" / f"{digit}_bob_0.wav")
+    return root
+
+
+def test_extra_train_voices_go_to_train_only_and_leave_the_real_split_alone(tmp_path):
+    root = alice_and_bob(tmp_path / "mine")
     data = config({"data.speech.source": "folder", "data.speech.path": str(root), "data.speech.labels": "prefix",
                    "data.speech.extra_train_voices": 2, "data.speech.embedded.noise_snr_db": 30.0}).data
     info = fetch_speech.fetch(data, tmp_path / "out")
@@ -234,12 +239,10 @@ def test_extra_train_voices_refused_for_non_digit_labels_and_embedded_source(tmp
 
 
 def test_accented_voices_join_the_english_ones_in_train_and_are_named_and_counted(tmp_path):
-    root = tmp_path / "mine"
-    for digit in range(10):
-        write_wav(root / "train" / f"{digit}_alice_0.wav")
-        write_wav(root / "test" / f"{digit}_bob_0.wav")
-    data = config({"data.speech.source": "folder", "data.speech.path": str(root), "data.speech.labels": "prefix",
-                   "data.speech.extra_train_voices": 1, "data.speech.extra_train_accented_voices": 2}).data
+    root = alice_and_bob(tmp_path / "mine")
+    folder = {"data.speech.source": "folder", "data.speech.path": str(root), "data.speech.labels": "prefix",
+              "data.speech.extra_train_voices": 1}
+    data = config({**folder, "data.speech.extra_train_accented_voices": 2}).data
     info = fetch_speech.fetch(data, tmp_path / "out")
     rows = read_csv_dicts(tmp_path / "out" / "manifest.csv")
     synthetic = [r for r in rows if r["file"].startswith("synthetic/recordings/")]
@@ -251,9 +254,7 @@ def test_accented_voices_join_the_english_ones_in_train_and_are_named_and_counte
     assert ("plus 30 clips of 1 + 2 accented synthetic espeak-ng voices in train only (`data.speech.extra_train_voices` "
             "and `data.speech.extra_train_accented_voices`)") in info["split_description"]
     # the English voices are the same bytes with or without accented ones beside them
-    alone = fetch_speech.fetch(config({"data.speech.source": "folder", "data.speech.path": str(root),
-                                       "data.speech.labels": "prefix", "data.speech.extra_train_voices": 1}).data,
-                               tmp_path / "alone")
+    alone = fetch_speech.fetch(config(folder).data, tmp_path / "alone")
     english = {r["file"]: r["sha256"] for r in read_csv_dicts(tmp_path / "alone" / "manifest.csv")
                if r["file"].startswith("synthetic/")}
     assert alone["extra_train_clips"] == 10 and {f: h for f, h in ((r["file"], r["sha256"]) for r in synthetic)

@@ -206,7 +206,7 @@ def test_accented_voices_are_distinct_deterministic_and_apart_from_the_english_g
     assert not {v.id for v in voices} & {v.id for v in voice_grid(400, 0)}
     assert synth.voice_grid(5, 0) == voice_grid(5, 0)              # the English grid is unchanged
     with pytest.raises(StageError, match="accented voices but the grid has only"):
-        synth.accented_voice_grid(synth.max_accented_voices() + 1, 0)
+        synth.accented_voice_grid(synth.max_voices(tuple(synth.ACCENTS)) + 1, 0)
     assert synth.spoken_word(Voice("fr+m3", 150, 50), 3) == "sri"
     assert synth.spoken_word(Voice("en-us+m3", 150, 50), 3) == "three"
 
