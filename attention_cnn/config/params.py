@@ -128,12 +128,16 @@ class SpeechData(Section):
             raise RuleError("data.speech.split is 'speakers' but data.speech.source is 'embedded', whose test voices "
                             "are never in training anyway; use data.speech.source fsdd or folder, or "
                             "data.speech.split: official")
-        for key in ("extra_train_voices", "extra_train_accented_voices"):
-            if getattr(self, key) and self.source == "embedded":
-                raise RuleError(f"data.speech.{key} adds synthetic voices to real recordings, but "
-                                "data.speech.source is 'embedded' (synthetic already); raise "
-                                f"data.speech.embedded.train_voices instead, or set {key}: 0")
+        keys = self.synthetic_voice_keys()
+        if keys and self.source == "embedded":
+            raise RuleError(f"{keys[0]} adds synthetic voices to real recordings, but "
+                            "data.speech.source is 'embedded' (synthetic already); raise "
+                            f"data.speech.embedded.train_voices instead, or set {keys[0].rsplit('.', 1)[1]}: 0")
         return self
+
+    def synthetic_voice_keys(self) -> list[str]:
+        """The keys that add synthetic voices to training and are set here, e.g. ['data.speech.extra_train_voices']."""
+        return [f"data.speech.{k}" for k in ("extra_train_voices", "extra_train_accented_voices") if getattr(self, k)]
 
 
 class Data(Section):

@@ -416,12 +416,11 @@ def fetch(data: Data, out: Path, checksums: Path = fsdd.CHECKSUM_FILE) -> dict[s
             origin = f"folder {root}"
         synthetic = _synthetic_voices(cfg)
         if synthetic:
-            keys = " and ".join(f"data.speech.{k}" for k in ("extra_train_voices", "extra_train_accented_voices")
-                                if getattr(cfg, k))
+            keys = cfg.synthetic_voice_keys()
             not_digits = sorted({str(r["label"]) for r in rows} - {str(d) for d in range(10)}, key=_label_key)
             if not_digits:
-                raise StageError(f"{keys}: the synthetic voices speak the digits 0-9, but the recordings have "
-                                 f"other labels ({_examples(not_digits)}); set {keys.replace(' and ', ': 0 and ')}: 0")
+                raise StageError(f"{' and '.join(keys)}: the synthetic voices speak the digits 0-9, but the recordings "
+                                 f"have other labels ({_examples(not_digits)}); set {': 0 and '.join(keys)}: 0")
             rows = rows + check_rows(collect_extra_train(cfg, tmp), tmp, bad, notes)
             origin += f" + {synthetic} espeak-ng voices in train"
         rows = sorted(rows, key=lambda r: r["file"])
@@ -447,7 +446,7 @@ def fetch(data: Data, out: Path, checksums: Path = fsdd.CHECKSUM_FILE) -> dict[s
         info.update({k: v for k, v in summary.items() if k != "speakers"})
         if synthetic:
             info["split_description"] += (f"; plus {len(rows) - len(real):,} clips of {synthetic} "
-                                          f"synthetic espeak-ng voices in train only (`{keys.replace(' and ', '` and `')}`)")
+                                          f"synthetic espeak-ng voices in train only (`{'` and `'.join(keys)}`)")
         atomic_write_json(tmp / "source.json", info)
     for line in _warning_lines(out, bad, notes, duplicates):
         warn(line)
