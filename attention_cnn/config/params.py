@@ -105,6 +105,8 @@ class SpeechEmbedded(Section):
     seed: NonNegative
     # > 0: each clip in a random room, reverberation time drawn from [0, this] seconds (attention_cnn.data.synth)
     reverb_rt60_s: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
+    # > 0: each clip cropped into the word, a share drawn from [0, this] of its length cut off each end
+    edge_cut_fraction: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.0
 
 
 class SpeechData(Section):

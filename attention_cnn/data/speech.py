@@ -354,7 +354,7 @@ def collect_embedded(cfg: SpeechEmbedded, out: Path) -> list[dict[str, Any]]:
     train_voices, test_voices = synth.split_voices(cfg.train_voices, cfg.test_voices, cfg.seed)
     return synth.synthesize_digits(out, train_voices, test_voices, takes_per_voice=cfg.takes_per_voice,
                                    noise_snr_db=float(cfg.noise_snr_db), seed=cfg.seed,
-                                   reverb_rt60_s=cfg.reverb_rt60_s)
+                                   reverb_rt60_s=cfg.reverb_rt60_s, edge_cut_fraction=cfg.edge_cut_fraction)
 
 
 def _synthetic_voices(cfg: SpeechData) -> str:
@@ -370,7 +370,7 @@ def collect_extra_train(cfg: SpeechData, out: Path) -> list[dict[str, Any]]:
     accent, in ``out/synthetic/``, every row in the train split.
 
     Drawn from the whole voice grid (any accent, timbre, rate, pitch) with ``data.speech.embedded``'s takes, noise,
-    reverb and seed; the real test speakers are never among them."""
+    reverb, edge cuts and seed; the real test speakers are never among them."""
     from attention_cnn.data import synth
 
     emb = cfg.embedded
@@ -378,7 +378,7 @@ def collect_extra_train(cfg: SpeechData, out: Path) -> list[dict[str, Any]]:
         synth.accented_voice_grid(cfg.extra_train_accented_voices, emb.seed)
     rows = synth.synthesize_digits(out / SYNTHETIC_DIR, voices, [], takes_per_voice=emb.takes_per_voice,
                                    noise_snr_db=float(emb.noise_snr_db), seed=emb.seed,
-                                   reverb_rt60_s=emb.reverb_rt60_s)
+                                   reverb_rt60_s=emb.reverb_rt60_s, edge_cut_fraction=emb.edge_cut_fraction)
     return [dict(r, file=f"{SYNTHETIC_DIR}/{r['file']}", split="train") for r in rows]
 
 

@@ -350,6 +350,20 @@ def add_reverb(samples: np.ndarray, rt60_s: float, drr_db: float, sample_rate_hz
     return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
 
 
+def cut_edges(samples: np.ndarray, max_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """``samples`` without a random share, drawn uniformly from [0, ``max_fraction``] of their length, at each end
+    (two draws: the start's, then the end's); int16 in/out. A word that starts or stops mid-sound, as in recordings
+    cropped tightly round the word. ``max_fraction = 0`` returns a copy of the input."""
+    arr = _check_int16(samples)
+    if not 0.0 <= max_fraction < 0.5:
+        raise ValueError(f"max_fraction must be in [0, 0.5), got {max_fraction}")
+    if max_fraction == 0.0:
+        return arr.copy()
+    head = int(rng.uniform(0.0, max_fraction) * arr.size)
+    tail = int(rng.uniform(0.0, max_fraction) * arr.size)
+    return arr[head:arr.size - tail].copy()
+
+
 def wav_bytes(samples: np.ndarray, sample_rate_hz: int) -> bytes:
     """16-bit PCM mono RIFF WAV of ``samples``; identical input gives identical bytes."""
     arr = _check_int16(samples)
@@ -581,15 +595,12 @@ def take_voice(voice: Voice, digit: int, take: int, seed: int) -> Voice:
     return Voice(voice.name, min(max(rate, RATE_MIN), RATE_MAX), min(max(pitch, 0), 100))
 
 
-def noise_rng(seed: int, voice: Voice, digit: int, take: int) -> np.random.Generator:
-    """Noise generator for one clip, independent of the order clips are made in."""
-    return np.random.default_rng([seed, _stable_hash(voice.id), digit, take])
-
-
-def room_rng(seed: int, voice: Voice, digit: int, take: int) -> np.random.Generator:
-    """Room generator for one clip (its reverberation time, direct-to-reverberant ratio and tail), apart from
-    :func:`noise_rng`, so that a dry clip's noise is the same with or without reverb in the config."""
-    return np.random.default_rng([seed, _stable_hash(voice.id), digit, take, _stable_hash("room")])
+def clip_rng(seed: int, voice: Voice, digit: int, take: int, use: str = "noise") -> np.random.Generator:
+    """The generator of one clip's ``use``, independent of the order clips are made in: ``"noise"``, ``"room"`` (its
+    reverberation time, direct-to-reverberant ratio and tail) or ``"cut"`` (its ends). One stream per use, so that
+    turning reverb or cutting on leaves every other draw of a clip, its noise among them, as it was."""
+    key = [seed, _stable_hash(voice.id), digit, take]
+    return np.random.default_rng(key if use == "noise" else key + [_stable_hash(use)])
 
 
 def _check_voice_lists(train_voices: Iterable[Voice], test_voices: Iterable[Voice]) -> None:
@@ -613,6 +624,7 @@ def synthesize_digits(
     noise_snr_db: float,
     seed: int,
     reverb_rt60_s: float = 0.0,
+    edge_cut_fraction: float = 0.0,
     progress: bool = True,
 ) -> list[dict]:
     """Write ``out_dir/recordings/{digit}_{voice.id}_{take}.wav`` for every voice,
@@ -620,7 +632,8 @@ def synthesize_digits(
 
     ``reverb_rt60_s`` > 0: each clip is heard in a room of its own (:func:`add_reverb`), its reverberation time
     drawn uniformly from [0, ``reverb_rt60_s``] s and its direct-to-reverberant ratio from :data:`REVERB_DRR_DB`;
-    then the noise is added (a microphone's, after the room)."""
+    then the noise is added (a microphone's, after the room). ``edge_cut_fraction`` > 0: then each clip is cropped
+    into the word (:func:`cut_edges`), as a recording cut tightly round it."""
     from tqdm import tqdm
 
     seed = _check_seed(seed)
@@ -642,9 +655,11 @@ def synthesize_digits(
     for split, voice, digit, take in tqdm(jobs, desc="synth", unit="wav", disable=not progress):
         samples = synth.say(spoken_word(voice, digit), take_voice(voice, digit, take, seed))
         if reverb_rt60_s > 0.0:
-            room = room_rng(seed, voice, digit, take)
+            room = clip_rng(seed, voice, digit, take, "room")
             samples = add_reverb(samples, room.uniform(0.0, reverb_rt60_s), room.uniform(*REVERB_DRR_DB), sr, room)
-        samples = add_noise(samples, noise_snr_db, noise_rng(seed, voice, digit, take))
+        samples = add_noise(samples, noise_snr_db, clip_rng(seed, voice, digit, take))
+        if edge_cut_fraction > 0.0:
+            samples = cut_edges(samples, edge_cut_fraction, clip_rng(seed, voice, digit, take, "cut"))
         data = wav_bytes(samples, sr)
         name = f"{digit}_{voice.id}_{take}.wav"
         atomic_write_bytes(rec_dir / name, data)

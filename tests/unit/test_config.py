@@ -135,6 +135,8 @@ EXACT_ERRORS = [
     ("reverb-negative", "data.speech.embedded.reverb_rt60_s", -0.1,
      "data.speech.embedded.reverb_rt60_s must be >= 0.0, got -0.1"),
     ("reverb-hall", "data.speech.embedded.reverb_rt60_s", 5, "data.speech.embedded.reverb_rt60_s must be <= 2.0, got 5"),
+    ("edge-cut-half", "data.speech.embedded.edge_cut_fraction", 0.5,
+     "data.speech.embedded.edge_cut_fraction must be < 0.5, got 0.5"),
     ("fraction-one", "train.validation_fraction", 1.0, "train.validation_fraction must be < 1.0, got 1.0"),
     ("fraction-negative", "train.validation_fraction", -0.1, "train.validation_fraction must be >= 0.0, got -0.1"),
     ("dropout", "models.cnn_attention.dropout", 1, "models.cnn_attention.dropout must be < 1.0, got 1"),

@@ -19,6 +19,7 @@ from attention_cnn.data.synth import (
     Voice,
     add_noise,
     add_reverb,
+    cut_edges,
     room_impulse_response,
     split_voices,
     synthesize_digits,
@@ -197,6 +198,44 @@ def test_reverb_in_synthesis_is_per_clip_and_zero_leaves_the_clips_as_they_were(
     longer = [w["duration_s"] - d["duration_s"] for w, d in zip(rows_wet, rows_dry)]
     assert all(0.0 <= x <= 0.5 for x in longer) and len({round(x, 3) for x in longer}) > 10   # a room per clip
     assert not {r["sha256"] for r in rows_wet} & {r["sha256"] for r in rows_dry}
+
+
+def test_cut_edges_crops_each_end_by_a_drawn_share_of_the_clip():
+    clip = np.arange(-500, 500, dtype=np.int16)
+    rng = np.random.default_rng(3)
+    head, tail = (int(u * clip.size) for u in np.random.default_rng(3).uniform(0.0, 0.3, 2))
+    cut = cut_edges(clip, 0.3, rng)
+    assert head > 0 and tail > 0 and np.array_equal(cut, clip[head:clip.size - tail])   # a slice, first draw the start
+    shares = []
+    for k in range(200):
+        c = cut_edges(clip, 0.3, np.random.default_rng(k))
+        start = int(c[0]) + 500
+        shares += [start / clip.size, (clip.size - start - c.size) / clip.size]
+    assert 0.0 <= min(shares) < 0.02 and 0.28 < max(shares) <= 0.3 and abs(np.mean(shares) - 0.15) < 0.02
+    assert np.array_equal(cut_edges(clip, 0.0, rng), clip)
+    with pytest.raises(ValueError, match="max_fraction"):
+        cut_edges(clip, 0.5, rng)
+
+
+def test_edge_cuts_in_synthesis_crop_into_the_word_and_leave_the_rest_of_each_clip_as_it_was(tmp_path):
+    voices = voice_grid(2, 0)
+    plain = dict(takes_per_voice=1, noise_snr_db=30.0, seed=0, progress=False)
+    rows_plain = synthesize_digits(tmp_path / "plain", voices, [], **plain)
+    assert synthesize_digits(tmp_path / "zero", voices, [], edge_cut_fraction=0.0, **plain) == rows_plain
+    rows_cut = synthesize_digits(tmp_path / "cut", voices, [], edge_cut_fraction=0.3, **plain)
+    assert rows_cut == synthesize_digits(tmp_path / "cut2", voices, [], edge_cut_fraction=0.3, **plain)
+    def samples(folder, row):
+        with wave.open(str(folder / row["file"]), "rb") as w:
+            return np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    starts_loud = 0
+    for p, c in zip(rows_plain, rows_cut):
+        whole, cut = samples(tmp_path / "plain", p), samples(tmp_path / "cut", c)
+        assert 0.4 * whole.size <= cut.size < whole.size
+        at = [i for i in range(whole.size - cut.size + 1) if np.array_equal(whole[i:i + cut.size], cut)]
+        assert len(at) == 1                       # the same noisy clip, cropped (the noise drawn as without cuts)
+        peak = np.abs(whole).max()
+        starts_loud += int(np.abs(cut[:80]).max() > 0.1 * peak)   # the first 10 ms already in the word
+    assert starts_loud >= 3                       # some clips start mid-sound (20 clips, up to 30 % cut per end)
 
 
 def test_accented_voices_are_distinct_deterministic_and_apart_from_the_english_grid():
