@@ -287,7 +287,7 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
            dropout: float = 0.0, attention=None, frontend: str = "linear", mel_bins: int = 64,
            sample_rate_hz: float | None = None, time_pool: int = 1, augment: str = "none",
            utterance_norm: bool = False, channel_eq_db: float = 0.0, freq_warp: float = 0.0, time_warp: float = 0.0,
-           name: str = "resnet"):
+           time_mask_span: str = "axis", name: str = "resnet"):
     """A small ResNet: stem, 3 residual stages, global average pooling, dense softmax.
 
     (B, H, W, 1) -> stem conv_bn(3x3, ``stem_strides``) -> (B, H/s, W/s, filters)
@@ -318,11 +318,15 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
       input, so one ``models.<variant>`` section serves MNIST and speech. A spectrogram is never rotated and
       a digit never masked. Active in training only (``fit``, or a call with ``training=True``); ``predict``,
       ``evaluate`` and ``model(x, training=False)`` see the input unchanged. Adds no parameters.
+      ``time_mask_span``: ``"axis"`` sizes and places SpecAugment's time mask on the whole padded time axis,
+      ``"clip"`` on the clip's frames with sound (:func:`frames_with_sound`, :func:`fit_to_clip`).
     """
     if frontend not in FRONTENDS:
         raise ValueError(f"frontend must be one of {', '.join(FRONTENDS)}, got {frontend!r}")
     if augment not in AUGMENTS:
         raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+    if time_mask_span not in MASK_SPANS:
+        raise ValueError(f"time_mask_span must be one of {', '.join(MASK_SPANS)}, got {time_mask_span!r}")
     inputs = keras.Input(shape=input_shape, name="input")
     x = inputs
     spectrogram = is_spectrogram(input_shape, mel_bins)
@@ -332,13 +336,17 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
         x = frequency_warp(x, freq_warp)
     if time_warp and spectrogram:
         x = tempo_warp(x, time_warp)
+    masking = augment in ("specaugment", "auto") and spectrogram
+    clip = None
+    if masking and time_mask_span == "clip":
+        clip = frames_with_sound(x, int(time_pool) if frontend == "logmel" else 1)
     if frontend == "logmel" and spectrogram:
         if not sample_rate_hz:
             raise ValueError("the logmel frontend needs the spectrogram's sample rate (sample_rate_hz)")
         x = logmel_frontend(x, mel_bins=mel_bins, sample_rate_hz=sample_rate_hz, time_pool=time_pool,
                             utterance_norm=utterance_norm, channel_eq_db=channel_eq_db)
-    if augment in ("specaugment", "auto") and spectrogram:
-        x = spec_augment(x)
+    if masking:
+        x = spec_augment(x, clip=clip)
     x = conv_bn(x, filters, 3, stem_strides, name="stem")
     for stage in range(3):
         width = filters * 2 ** stage
@@ -359,11 +367,14 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
 
 FRONTENDS = ("linear", "logmel")
 AUGMENTS = ("none", "digits", "specaugment", "auto")
+MASK_SPANS = ("axis", "clip")
 MEL_LOWER_EDGE_HZ = 20.0        # the filterbank spans 20 Hz .. sample_rate_hz / 2
 DIGIT_SHIFT = 0.1               # digits: up to +-10 % of the height / width (+-2.8 pixels on 28 x 28)
 DIGIT_ROTATION = 10.0 / 360.0   # digits: up to +-10 degrees (a fraction of a full turn, as RandomRotation takes it)
 TIME_MASK = 0.10                # specaugment: one time mask of 5-10 % of the frames ...
 FREQ_MASK = 0.15                # ... and one frequency mask of 7.5-15 % of the bins, per example
+TIME_MASK_CLIP = 0.20          # time_mask_span clip: 10-20 % of the clip's frames with sound (a 0.4 s word: 40-80 ms,
+                                #   about a phone; 5-10 % of the 1.6 s axis is 80-160 ms, most often over padding)
 
 
 def mel_matrix(bins: int, mel_bins: int, sample_rate_hz: float):
@@ -581,13 +592,48 @@ def _band_keep_mask(x, axis: int, fraction: float, name: str):
     return layers.Rescaling(-1.0, offset=1.0, name=f"{name}_keep", dtype=MASK_DTYPE)(box)
 
 
-def spec_augment(x, name: str = "specaugment"):
+def frames_with_sound(x, time_pool: int = 1, name: str = "sound"):
+    """(B, T, F, 1) spectrogram -> (B, ceil(T / time_pool), 1, 1) float32: 1 where a frame holds sound (any bin
+    above 0), 0 on the frames of exact zeros that featurize pads a clip with; ``time_pool`` > 1: per group of
+    frames, as the logmel frontend pools them (``<name>_pool`` AveragePooling2D, same padding)."""
+    active = keras.ops.cast(keras.ops.greater(keras.ops.max(x, axis=2, keepdims=True), 0.0), MASK_DTYPE)
+    if time_pool > 1:
+        active = layers.AveragePooling2D((time_pool, 1), padding="same", name=f"{name}_pool", dtype=MASK_DTYPE)(active)
+        active = keras.ops.cast(keras.ops.greater(active, 0.0), MASK_DTYPE)
+    return active
+
+
+def fit_to_clip(mask, clip, name: str = "fit"):
+    """A (B, T, 1, 1) time mask drawn on the whole axis, squeezed onto each clip's frames with sound.
+
+    ``clip`` (:func:`frames_with_sound`, its L frames with sound at the start of the axis, as featurize places a
+    clip): frame ``t < L`` takes the mask's frame ``floor(t * T / L)``, so a band of ``w`` of the T frames becomes
+    a band of about ``w / T`` of the clip's L frames, anywhere on the clip; the padding frames keep 1. A mask of
+    ones (outside training) stays ones. keras.ops on tensors only: ``<name>_ones`` Rescaling(0, 1) for the frame
+    positions (a cumulative sum), ``take_along_axis`` for the lookup.
+    """
+    frames = int(mask.shape[1])
+    ones = layers.Rescaling(0.0, offset=1.0, name=f"{name}_ones", dtype=MASK_DTYPE)(clip)
+    position = keras.ops.subtract(keras.ops.cumsum(ones, axis=1), 1.0)                       # 0 .. T - 1
+    length = keras.ops.maximum(keras.ops.sum(clip, axis=1, keepdims=True), 1.0)             # L (B, 1, 1, 1)
+    source = keras.ops.minimum(keras.ops.divide(keras.ops.multiply(position, float(frames)), length), frames - 1.0)
+    fitted = keras.ops.take_along_axis(mask, keras.ops.cast(source, "int32"), axis=1)
+    return keras.ops.subtract(1.0, keras.ops.multiply(clip, keras.ops.subtract(1.0, fitted)))
+
+
+def spec_augment(x, clip=None, name: str = "specaugment"):
     """SpecAugment's masks (Park et al. 2019), train time only: (B, T, F, C) -> (B, T, F, C).
 
     Per example, one time mask (a band of 5-10 % of the T frames) and one frequency mask (7.5-15 % of the F bins)
     at random places, set to 0: the per-bin mean after the logmel frontend's normalization, silence on a linear
-    spectrogram. Multiply layers ``<name>_time`` / ``<name>_freq`` with the masks of :func:`_band_keep_mask`;
+    spectrogram. With ``clip`` (:func:`frames_with_sound` of the same T frames), the time mask is a band of
+    10-20 % of the clip's frames with sound, placed on them (:func:`fit_to_clip`), never on the padding.
+    Multiply layers ``<name>_time`` / ``<name>_freq`` with the masks of :func:`_band_keep_mask`;
     outside training the masks are all 1 and the output equals the input exactly. No time warping.
     """
-    x = layers.Multiply(name=f"{name}_time")([x, _band_keep_mask(x, 1, TIME_MASK, f"{name}_tmask")])
+    if clip is None:
+        time_mask = _band_keep_mask(x, 1, TIME_MASK, f"{name}_tmask")
+    else:
+        time_mask = fit_to_clip(_band_keep_mask(x, 1, TIME_MASK_CLIP, f"{name}_tmask"), clip, f"{name}_fit")
+    x = layers.Multiply(name=f"{name}_time")([x, time_mask])
     return layers.Multiply(name=f"{name}_freq")([x, _band_keep_mask(x, 2, FREQ_MASK, f"{name}_fmask")])

@@ -48,6 +48,8 @@ ALLOWED: frozenset[tuple[str | None, str, str | None]] = frozenset(
         *{("keras.src.ops.numpy", op, op) for op in ("Add", "Divide", "Greater", "Maximum", "Multiply", "Square",
                                                      "Subtract", "Sum")},
         ("keras.src.ops.math", "Rsqrt", "Rsqrt"),
+        # SpecAugment's time mask fitted to the clip (blocks.fit_to_clip): positions, a lookup in the mask
+        *{("keras.src.ops.numpy", op, op) for op in ("Cumsum", "Minimum", "TakeAlongAxis")},
         ("keras.src.ops.core", "Cast", "Cast"),                         # mixed precision, as Keras 3.8 saved it
         # Training checkpoints (state-<epoch>.keras, compiled): the loss, the learning-rate schedule and the project's
         # own optimizer, dropout and gate convolution, which resolve only through their registrations in attention_cnn.

@@ -68,6 +68,9 @@ class ResNetSettings(VariantSettings):
     # per example in training (tempo perturbation: a faster or slower speaker; with freq_warp it spans speed
     # perturbation's changes of rate and pitch); 0: off
     time_warp: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.0
+    # specaugment's time mask sized and placed on the whole padded time axis (axis: 5-10 % of 1.6 s, on a short word
+    # most often over the padding) or on the clip's frames with sound (clip: 10-20 % of them, always on the word)
+    time_mask_span: Literal["axis", "clip"] = "axis"
 
 
 def is_spectrogram(input_shape, mel_bins: int) -> bool:

@@ -32,8 +32,8 @@ _CHUNK_BYTES = 1 << 20
 # The ops of the project's exports: the featurizers (WAV and PNG decoding, the FFT resampler, the STFT),
 # every registered variant at inference, the signatures' outputs and the plumbing tf.saved_model.save adds.
 ALLOWED_OPS: frozenset[str] = frozenset({
-    "AddV2", "All", "ArgMax", "Assert", "AssignVariableOp", "AvgPool", "BatchMatMulV2", "BiasAdd", "Cast",
-    "Complex", "ComplexAbs", "ConcatV2", "Const", "Conv2D", "Cos", "DecodePng", "DecodeWav", "Einsum", "Equal", "Exp",
+    "AddV2", "All", "ArgMax", "Assert", "AssignVariableOp", "AvgPool", "BatchMatMulV2", "BiasAdd", "BroadcastTo", "Cast",
+    "Complex", "ComplexAbs", "ConcatV2", "Const", "Conv2D", "Cos", "Cumsum", "DecodePng", "DecodeWav", "Einsum", "Equal", "Exp",
     "ExpandDims", "Fill", "FloorDiv", "FloorMod", "GatherV2", "Greater", "IRFFT", "Identity", "Less", "Log1p",
     "LogicalAnd", "LowerBound", "MatMul", "Max", "MaxPool", "Maximum", "Mean", "Minimum", "Mul", "Neg", "NoOp",
     "NotEqual", "Pack", "Pad", "Prod", "RFFT", "Range", "ReadVariableOp", "RealDiv",

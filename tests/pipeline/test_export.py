@@ -229,7 +229,8 @@ FORBIDDEN_OPS = {"ReadFile", "WriteFile", "MatchingFiles", "PyFunc", "EagerPyFun
 
 
 def test_allowed_ops_are_exactly_those_of_every_registered_variant(project, tmp_path):
-    """Every variant, with the settings that add layers (logmel, augmentation, dropout, utterance normalization, channel EQ), exported as the export
+    """Every variant, with the settings that add layers (logmel, augmentation with clip-sized time masks, dropout,
+    utterance normalization, channel EQ), exported as the export
     stage writes its SavedModel with the speech featurizer, and two with MNIST's (the variants' ops on images are
     a subset: no frontend, no masks): only allowed ops, and every allowed op used."""
     from attention_cnn.features.tfrecords import read_spec
@@ -239,7 +240,7 @@ def test_allowed_ops_are_exactly_those_of_every_registered_variant(project, tmp_
     from attention_cnn.serving.trust import ALLOWED_OPS, SAVER_OPS, graph_ops, read_saved_model
 
     option = {"frontend": "logmel", "augment": "auto", "time_pool": 2, "dropout": 0.1, "utterance_norm": True,
-              "channel_eq_db": 4.0}
+              "channel_eq_db": 4.0, "time_mask_span": "clip"}
     seen, saver = set(), set()
     for dataset in ("speech", "mnist"):
         spec = read_spec(project / f"data/features/{dataset}")

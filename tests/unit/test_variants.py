@@ -252,7 +252,8 @@ assert not [m for m in sys.modules if m == "attention_cnn" or m.startswith("atte
 """
 
 
-SPEAKER_LEVERS = {"utterance_norm": True, "channel_eq_db": 4.0, "freq_warp": 0.1, "time_warp": 0.1}
+SPEAKER_LEVERS = {"utterance_norm": True, "channel_eq_db": 4.0, "freq_warp": 0.1, "time_warp": 0.1,
+                  "time_mask_span": "clip"}
 
 
 @pytest.mark.parametrize("variant,onednn,extra",
@@ -365,6 +366,42 @@ def test_specaugment_masks_are_contiguous_bands_of_the_set_widths():
         assert len(set(w.tolist())) > 1
     starts = {int(np.flatnonzero((e == 0).all(axis=1))[0]) for e in out if (e == 0).all(axis=1).any()}
     assert len(starts) > n // 4  # a new place per example
+
+
+@pytest.mark.parametrize("time_pool", [1, 4])
+def test_clip_sized_time_masks_fall_on_the_clip_and_scale_with_it(time_pool):
+    """time_mask_span clip: every example's time mask is a band of 10-20 % of its clip's frames with sound, on them,
+    and the padding frames are left as they are; outside training the model is the identity. The axis-sized mask,
+    on the same short clips, most often misses the clip."""
+    import keras
+
+    from attention_cnn.models.blocks import frames_with_sound, spec_augment
+
+    keras.utils.set_random_seed(3)
+    frames, bins, n = 391, 64, 256
+    lengths = np.random.default_rng(0).integers(40, 200, n)     # 0.16-0.8 s of sound on a 1.6 s axis
+    x = np.zeros((n, frames, bins, 1), np.float32)
+    for i, length in enumerate(lengths):
+        x[i, :length] = 1.0 + np.random.default_rng(i).random((length, bins, 1))
+    inputs = keras.Input((frames, bins, 1))
+    pooled = keras.layers.AveragePooling2D((time_pool, 1), padding="same")(inputs)
+    on_clip = keras.Model(inputs, spec_augment(pooled, clip=frames_with_sound(inputs, time_pool)))
+    on_axis = keras.Model(inputs, spec_augment(pooled))
+    plain = keras.Model(inputs, pooled)(x).numpy()[..., 0]
+    np.testing.assert_array_equal(on_clip(x, training=False).numpy()[..., 0], plain)
+    out = on_clip(x, training=True).numpy()[..., 0]
+    shares, hits_axis = [], 0
+    axis_out = on_axis(x, training=True).numpy()[..., 0]
+    for i, length in enumerate(lengths):
+        sound = -(-int(length) // time_pool)
+        masked = np.flatnonzero((out[i, :sound] == 0).all(axis=1))      # the clip's frames are >= 1 unmasked
+        assert masked.size and (np.diff(masked) == 1).all(), (length, masked)
+        np.testing.assert_array_equal(out[i, sound:], plain[i, sound:])             # padding untouched
+        shares.append(masked.size / sound)
+        hits_axis += bool(((axis_out[i, :sound] == 0).all(axis=1)).any())
+    shares = np.array(shares)
+    assert 0.07 <= np.median(shares) <= 0.2 and shares.max() <= 0.3, np.percentile(shares, [0, 50, 100])
+    assert hits_axis < 0.6 * n, hits_axis          # the axis-sized mask lands on these clips far less often
 
 
 def test_channel_eq_is_one_random_smooth_gain_per_clip_in_training_only():
@@ -496,6 +533,7 @@ def test_builder_refuses_unknown_frontend_and_augment():
     ("time_warp", -0.1, "models.{v}.time_warp must be >= 0.0, got -0.1"),
     ("utterance_norm", "yes", "models.{v}.utterance_norm must be true or false, got 'yes'"),
     ("channel_eq_db", 25, "models.{v}.channel_eq_db must be <= 20.0, got 25"),
+    ("time_mask_span", "word", "models.{v}.time_mask_span must be one of axis, clip, got 'word'"),
 ])
 @pytest.mark.parametrize("variant", RESNETS)
 def test_each_new_setting_is_validated_in_one_line(variant, key, value, expected):
@@ -513,7 +551,7 @@ def test_each_new_setting_is_validated_in_one_line(variant, key, value, expected
 
 @pytest.mark.parametrize("settings", [{"frontend": "logmel", "mel_bins": 40, "time_pool": 4, "augment": "auto",
                                        "utterance_norm": True, "channel_eq_db": 4.0, "freq_warp": 0.1,
-                                       "time_warp": 0.1},
+                                       "time_warp": 0.1, "time_mask_span": "clip"},
                                       {"augment": "digits"}, {"augment": "specaugment"}])
 def test_valid_frontend_settings_pass_validation(settings):
     from conftest import config
@@ -522,7 +560,8 @@ def test_valid_frontend_settings_pass_validation(settings):
 
 
 @pytest.mark.slow
-def test_specaugment_trains_in_mixed_bfloat16():
+@pytest.mark.parametrize("span", ["axis", "clip"])
+def test_specaugment_trains_in_mixed_bfloat16(span):
     """train.mixed_precision auto picks bfloat16 on a CPU with AVX512-BF16: SpecAugment's masks (Keras image
     transforms, no bfloat16 gradient) are built in float32, so a bfloat16 fit's gradient exists for every weight.
     The channel equalizer's gain is drawn in float32 too and applied in the compute dtype."""
@@ -535,7 +574,8 @@ def test_specaugment_trains_in_mixed_bfloat16():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         model = build_model("resnet", (63, 129, 1), 10, {"frontend": "logmel", "augment": "specaugment",
-                                                         "channel_eq_db": 4.0, "filters": 8}, sample_rate_hz=8000)
+                                                         "channel_eq_db": 4.0, "filters": 8, "time_mask_span": span},
+                            sample_rate_hz=8000)
         x, y = tf.random.uniform((4, 63, 129, 1), seed=0), tf.one_hot([1, 2, 3, 4], 10)
         with tf.GradientTape() as tape:
             loss = keras.losses.categorical_crossentropy(y, model(x, training=True))
