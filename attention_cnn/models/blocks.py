@@ -373,7 +373,7 @@ DIGIT_SHIFT = 0.1               # digits: up to +-10 % of the height / width (+-
 DIGIT_ROTATION = 10.0 / 360.0   # digits: up to +-10 degrees (a fraction of a full turn, as RandomRotation takes it)
 TIME_MASK = 0.10                # specaugment: one time mask of 5-10 % of the frames ...
 FREQ_MASK = 0.15                # ... and one frequency mask of 7.5-15 % of the bins, per example
-TIME_MASK_CLIP = 0.20          # time_mask_span clip: 10-20 % of the clip's frames with sound (a 0.4 s word: 40-80 ms,
+TIME_MASK_CLIP = 0.20           # time_mask_span clip: 10-20 % of the clip's frames with sound (a 0.4 s word: 40-80 ms,
                                 #   about a phone; 5-10 % of the 1.6 s axis is 80-160 ms, most often over padding)
 
 
