@@ -352,6 +352,14 @@ def collect_embedded(cfg: SpeechEmbedded, out: Path) -> list[dict[str, Any]]:
     from attention_cnn.data import synth
 
     train_voices, test_voices = synth.split_voices(cfg.train_voices, cfg.test_voices, cfg.seed)
+    return _synthesize(cfg, out, train_voices, test_voices)
+
+
+def _synthesize(cfg: SpeechEmbedded, out: Path, train_voices: list, test_voices: list) -> list[dict[str, Any]]:
+    """The voices' digits as ``data.speech.embedded`` makes every synthetic clip: its takes, noise, reverb, edge
+    cuts and seed."""
+    from attention_cnn.data import synth
+
     return synth.synthesize_digits(out, train_voices, test_voices, takes_per_voice=cfg.takes_per_voice,
                                    noise_snr_db=float(cfg.noise_snr_db), seed=cfg.seed,
                                    reverb_rt60_s=cfg.reverb_rt60_s, edge_cut_fraction=cfg.edge_cut_fraction)
@@ -376,9 +384,7 @@ def collect_extra_train(cfg: SpeechData, out: Path) -> list[dict[str, Any]]:
     emb = cfg.embedded
     voices = synth.voice_grid(cfg.extra_train_voices, emb.seed) + \
         synth.accented_voice_grid(cfg.extra_train_accented_voices, emb.seed)
-    rows = synth.synthesize_digits(out / SYNTHETIC_DIR, voices, [], takes_per_voice=emb.takes_per_voice,
-                                   noise_snr_db=float(emb.noise_snr_db), seed=emb.seed,
-                                   reverb_rt60_s=emb.reverb_rt60_s, edge_cut_fraction=emb.edge_cut_fraction)
+    rows = _synthesize(emb, out / SYNTHETIC_DIR, voices, [])
     return [dict(r, file=f"{SYNTHETIC_DIR}/{r['file']}", split="train") for r in rows]
 
 

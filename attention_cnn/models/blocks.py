@@ -492,7 +492,7 @@ def normalize_per_utterance(x):
     model loads without this module; computed in float32 under mixed precision.
     """
     x = keras.ops.cast(x, "float32")
-    active = keras.ops.cast(keras.ops.greater(keras.ops.max(x, axis=2, keepdims=True), 0.0), "float32")  # (B,T,1,1)
+    active = frames_with_sound(x)  # (B,T,1,1)
     count = keras.ops.maximum(keras.ops.sum(active, axis=1, keepdims=True), 1.0)
     mean = keras.ops.divide(keras.ops.sum(keras.ops.multiply(x, active), axis=1, keepdims=True), count)
     centred = keras.ops.multiply(keras.ops.subtract(x, mean), active)
