@@ -287,7 +287,7 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
            dropout: float = 0.0, attention=None, frontend: str = "linear", mel_bins: int = 64,
            sample_rate_hz: float | None = None, time_pool: int = 1, augment: str = "none",
            utterance_norm: bool = False, channel_eq_db: float = 0.0, freq_warp: float = 0.0, time_warp: float = 0.0,
-           time_mask_span: str = "axis", name: str = "resnet"):
+           time_mask_span: str = "axis", pool_span: str = "axis", name: str = "resnet"):
     """A small ResNet: stem, 3 residual stages, global average pooling, dense softmax.
 
     (B, H, W, 1) -> stem conv_bn(3x3, ``stem_strides``) -> (B, H/s, W/s, filters)
@@ -320,13 +320,19 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
       ``evaluate`` and ``model(x, training=False)`` see the input unchanged. Adds no parameters.
       ``time_mask_span``: ``"axis"`` sizes and places SpecAugment's time mask on the whole padded time axis,
       ``"clip"`` on the clip's frames with sound (:func:`frames_with_sound`, :func:`fit_to_clip`).
+
+    ``pool_span``: ``"axis"`` (GlobalAveragePooling2D ``gap``) or ``"clip"``: on a spectrogram input, the average
+    over the last stage's positions that hold the clip's frames with sound (:func:`pool_over_clip`), in training
+    and at inference; an image is pooled whole either way. Adds no parameters.
     """
     if frontend not in FRONTENDS:
         raise ValueError(f"frontend must be one of {', '.join(FRONTENDS)}, got {frontend!r}")
     if augment not in AUGMENTS:
         raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
-    if time_mask_span not in MASK_SPANS:
-        raise ValueError(f"time_mask_span must be one of {', '.join(MASK_SPANS)}, got {time_mask_span!r}")
+    if time_mask_span not in SPANS:
+        raise ValueError(f"time_mask_span must be one of {', '.join(SPANS)}, got {time_mask_span!r}")
+    if pool_span not in SPANS:
+        raise ValueError(f"pool_span must be one of {', '.join(SPANS)}, got {pool_span!r}")
     inputs = keras.Input(shape=input_shape, name="input")
     x = inputs
     spectrogram = is_spectrogram(input_shape, mel_bins)
@@ -338,7 +344,7 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
         x = tempo_warp(x, time_warp)
     masking = augment in ("specaugment", "auto") and spectrogram
     clip = None
-    if masking and time_mask_span == "clip":
+    if spectrogram and ((masking and time_mask_span == "clip") or pool_span == "clip"):
         clip = frames_with_sound(x, int(time_pool) if frontend == "logmel" else 1)
     if frontend == "logmel" and spectrogram:
         if not sample_rate_hz:
@@ -346,14 +352,17 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
         x = logmel_frontend(x, mel_bins=mel_bins, sample_rate_hz=sample_rate_hz, time_pool=time_pool,
                             utterance_norm=utterance_norm, channel_eq_db=channel_eq_db)
     if masking:
-        x = spec_augment(x, clip=clip)
+        x = spec_augment(x, clip=clip if time_mask_span == "clip" else None)
     x = conv_bn(x, filters, 3, stem_strides, name="stem")
     for stage in range(3):
         width = filters * 2 ** stage
         for block in range(blocks_per_stage):
             strides = 2 if stage > 0 and block == 0 else 1
             x = residual_block(x, width, strides, attention, name=f"stage{stage + 1}_block{block + 1}")
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    if pool_span == "clip" and spectrogram:
+        x = pool_over_clip(x, clip, (stem_strides, 2, 2))
+    else:
+        x = layers.GlobalAveragePooling2D(name="gap")(x)
     if dropout:
         x = FastDropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probs", dtype="float32")(x)  # as study_head
@@ -367,7 +376,7 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
 
 FRONTENDS = ("linear", "logmel")
 AUGMENTS = ("none", "digits", "specaugment", "auto")
-MASK_SPANS = ("axis", "clip")
+SPANS = ("axis", "clip")             # time_mask_span and pool_span: the padded time axis, or the clip on it
 MEL_LOWER_EDGE_HZ = 20.0        # the filterbank spans 20 Hz .. sample_rate_hz / 2
 DIGIT_SHIFT = 0.1               # digits: up to +-10 % of the height / width (+-2.8 pixels on 28 x 28)
 DIGIT_ROTATION = 10.0 / 360.0   # digits: up to +-10 degrees (a fraction of a full turn, as RandomRotation takes it)
@@ -619,6 +628,28 @@ def fit_to_clip(mask, clip, name: str = "fit"):
     source = keras.ops.minimum(keras.ops.divide(keras.ops.multiply(position, float(frames)), length), frames - 1.0)
     fitted = keras.ops.take_along_axis(mask, keras.ops.cast(source, "int32"), axis=1)
     return keras.ops.subtract(1.0, keras.ops.multiply(clip, keras.ops.subtract(1.0, fitted)))
+
+
+def pool_over_clip(x, clip, strides, name: str = "clip_pool"):
+    """Global average pooling over the clip: (B, T', F', C) feature map -> (B, C) float32.
+
+    ``clip`` (:func:`frames_with_sound` of the T frames the stem saw) is brought to the map's T' positions by
+    MaxPooling2D with each of ``strides`` (the stem's and the stages', same padding, as the convolutions count
+    their outputs: a position holds sound when any frame it starts from does); the result is the mean of the map
+    over the positions with sound and all F' columns. A clip without sound gives zeros. keras.ops and a built-in
+    layer only (no weights), computed in float32 under mixed precision.
+    """
+    mask = clip
+    for i, stride in enumerate(int(s) for s in strides):
+        if stride > 1:
+            mask = layers.MaxPooling2D((stride, 1), strides=(stride, 1), padding="same", name=f"{name}_down{i}",
+                                       dtype=MASK_DTYPE)(mask)
+    if int(mask.shape[1]) != int(x.shape[1]):
+        raise ValueError(f"the clip's mask has {mask.shape[1]} positions and the feature map {x.shape[1]}")
+    x = keras.ops.cast(x, "float32")
+    total = keras.ops.sum(keras.ops.multiply(x, mask), axis=(1, 2))                             # (B, C)
+    count = keras.ops.multiply(keras.ops.maximum(keras.ops.sum(mask, axis=(1, 2)), 1.0), float(x.shape[2]))
+    return keras.ops.divide(total, count)
 
 
 def spec_augment(x, clip=None, name: str = "specaugment"):

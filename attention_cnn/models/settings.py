@@ -71,6 +71,10 @@ class ResNetSettings(VariantSettings):
     # specaugment's time mask sized and placed on the whole padded time axis (axis: 5-10 % of 1.6 s, on a short word
     # most often over the padding) or on the clip's frames with sound (clip: 10-20 % of them, always on the word)
     time_mask_span: Literal["axis", "clip"] = "axis"
+    # the global average pooling before the softmax over the whole padded time axis (axis) or over the positions of
+    # the clip's frames with sound (clip); why: on the axis a 0.25 s word is a sixth of the average, the padding's
+    # features the rest, so a short word's evidence is scaled down and shifted towards what the padding says
+    pool_span: Literal["axis", "clip"] = "axis"
 
 
 def is_spectrogram(input_shape, mel_bins: int) -> bool:

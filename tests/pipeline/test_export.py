@@ -240,7 +240,7 @@ def test_allowed_ops_are_exactly_those_of_every_registered_variant(project, tmp_
     from attention_cnn.serving.trust import ALLOWED_OPS, SAVER_OPS, graph_ops, read_saved_model
 
     option = {"frontend": "logmel", "augment": "auto", "time_pool": 2, "dropout": 0.1, "utterance_norm": True,
-              "channel_eq_db": 4.0, "time_mask_span": "clip"}
+              "channel_eq_db": 4.0, "time_mask_span": "clip", "pool_span": "clip"}
     seen, saver = set(), set()
     for dataset in ("speech", "mnist"):
         spec = read_spec(project / f"data/features/{dataset}")

@@ -13,7 +13,7 @@ from attention_cnn.models.safe_load import ALLOWED, check_config, load_model, ob
 
 # Settings that change which layers a variant builds (each applied where the variant accepts its keys).
 OPTIONS = ({}, {"frontend": "logmel", "augment": "auto", "time_pool": 2, "dropout": 0.1},
-           {"frontend": "logmel", "augment": "specaugment", "time_pool": 2, "time_mask_span": "clip"},
+           {"frontend": "logmel", "augment": "specaugment", "time_pool": 2, "time_mask_span": "clip", "pool_span": "clip"},
            {"frontend": "logmel", "utterance_norm": True, "channel_eq_db": 4.0, "freq_warp": 0.1},
            {"augment": "specaugment"}, {"augment": "digits"})
 SHAPES = ((28, 28, 1), (40, 129, 1))  # an image, and a spectrogram (more columns than mel bins)

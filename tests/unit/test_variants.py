@@ -253,7 +253,7 @@ assert not [m for m in sys.modules if m == "attention_cnn" or m.startswith("atte
 
 
 SPEAKER_LEVERS = {"utterance_norm": True, "channel_eq_db": 4.0, "freq_warp": 0.1, "time_warp": 0.1,
-                  "time_mask_span": "clip"}
+                  "time_mask_span": "clip", "pool_span": "clip"}
 
 
 @pytest.mark.parametrize("variant,onednn,extra",
@@ -404,6 +404,63 @@ def test_clip_sized_time_masks_fall_on_the_clip_and_scale_with_it(time_pool):
     assert hits_axis < 0.6 * n, hits_axis          # the axis-sized mask lands on these clips far less often
 
 
+@pytest.mark.parametrize("strides", [(2, 2, 2), (1, 2, 2)])
+def test_clip_pooling_averages_the_positions_that_hold_the_clip(strides):
+    """pool_over_clip: the mean over the feature map's positions that start from frames with sound (a clip's L
+    frames at the start of the axis: its first ceil(L / s1 / s2 / s3) positions, counted as the strided
+    convolutions count them) and all columns; the padding's positions do not enter it; no sound gives zeros."""
+    import keras
+
+    from attention_cnn.models.blocks import frames_with_sound, pool_over_clip
+
+    frames, bins, channels = 98, 16, 5
+    reduced = frames
+    for s in strides:
+        reduced = -(-reduced // s)
+    spectrogram, features = keras.Input((frames, bins, 1)), keras.Input((reduced, 3, channels))
+    model = keras.Model([spectrogram, features], pool_over_clip(features, frames_with_sound(spectrogram), strides))
+    lengths = np.array([1, 7, 8, 9, 25, 60, 98, 0])
+    x = np.zeros((len(lengths), frames, bins, 1), np.float32)
+    for i, length in enumerate(lengths):
+        x[i, :length] = np.random.default_rng(i).uniform(0.1, 1.0, (length, bins, 1))
+    maps = np.random.default_rng(9).normal(size=(len(lengths), reduced, 3, channels)).astype(np.float32)
+    out = model([x, maps]).numpy()
+    for i, length in enumerate(lengths):
+        held = int(length)
+        for s in strides:
+            held = -(-held // s)
+        expected = maps[i, :held].mean(axis=(0, 1)) if held else np.zeros(channels, np.float32)
+        np.testing.assert_allclose(out[i], expected, rtol=1e-5, atol=1e-6)
+    changed = maps.copy()
+    changed[:, -1] += 100.0           # the last position: padding for every clip shorter than the axis' last stride
+    np.testing.assert_allclose(model([x, changed]).numpy()[:-2], out[:-2], rtol=1e-5, atol=1e-6)
+
+
+def test_resnet_with_clip_pooling_reads_only_the_clips_positions():
+    """pool_span clip in the real builder: the softmax is the Dense layer on the mean of the last stage's positions
+    that hold the clip, computed here from that stage's output (40 frames, time_pool 2 and three strides of 2:
+    3 positions; a 9-frame clip holds the first one, a clip over the whole axis all three); with pool_span axis it
+    is the mean over every position. A digit image is pooled whole either way."""
+    import keras
+
+    x = np.zeros((2, 40, 129, 1), np.float32)
+    x[0, :9] = np.random.default_rng(0).uniform(0.1, 1.0, (9, 129, 1))
+    x[1] = 0.5
+    for span, held in (("clip", (1, 3)), ("axis", (3, 3))):
+        model = build_model("resnet", (40, 129, 1), 10, {"frontend": "logmel", "time_pool": 2, "filters": 4,
+                                                          "pool_span": span})
+        stage = keras.Model(model.input, model.get_layer("stage3_block2_out").output)(x).numpy()
+        assert stage.shape[1] == 3
+        kernel, bias = model.get_layer("probs").get_weights()
+        for i in range(2):
+            logits = stage[i, :held[i]].mean(axis=(0, 1)) @ kernel + bias
+            expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+            np.testing.assert_allclose(model(x[i:i + 1]).numpy()[0], expected, rtol=1e-4, atol=1e-6)
+        assert ("gap" in [layer.name for layer in model.layers]) == (span == "axis")
+    image = build_model("resnet", (28, 28, 1), 10, {"pool_span": "clip", "filters": 4})
+    assert "gap" in [layer.name for layer in image.layers]
+
+
 def test_channel_eq_is_one_random_smooth_gain_per_clip_in_training_only():
     """Per example a gain curve over the mel bins, the same in every frame (a recording chain, not noise): its
     level in dB has the set sd, it is smooth (a few cosines, no bin-to-bin jitter), zero frames stay zero, and
@@ -534,6 +591,7 @@ def test_builder_refuses_unknown_frontend_and_augment():
     ("utterance_norm", "yes", "models.{v}.utterance_norm must be true or false, got 'yes'"),
     ("channel_eq_db", 25, "models.{v}.channel_eq_db must be <= 20.0, got 25"),
     ("time_mask_span", "word", "models.{v}.time_mask_span must be one of axis, clip, got 'word'"),
+    ("pool_span", "mean", "models.{v}.pool_span must be one of axis, clip, got 'mean'"),
 ])
 @pytest.mark.parametrize("variant", RESNETS)
 def test_each_new_setting_is_validated_in_one_line(variant, key, value, expected):
@@ -551,7 +609,7 @@ def test_each_new_setting_is_validated_in_one_line(variant, key, value, expected
 
 @pytest.mark.parametrize("settings", [{"frontend": "logmel", "mel_bins": 40, "time_pool": 4, "augment": "auto",
                                        "utterance_norm": True, "channel_eq_db": 4.0, "freq_warp": 0.1,
-                                       "time_warp": 0.1, "time_mask_span": "clip"},
+                                       "time_warp": 0.1, "time_mask_span": "clip", "pool_span": "clip"},
                                       {"augment": "digits"}, {"augment": "specaugment"}])
 def test_valid_frontend_settings_pass_validation(settings):
     from conftest import config
@@ -574,7 +632,8 @@ def test_specaugment_trains_in_mixed_bfloat16(span):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         model = build_model("resnet", (63, 129, 1), 10, {"frontend": "logmel", "augment": "specaugment",
-                                                         "channel_eq_db": 4.0, "filters": 8, "time_mask_span": span},
+                                                         "channel_eq_db": 4.0, "filters": 8, "time_mask_span": span,
+                                                         "pool_span": span},
                             sample_rate_hz=8000)
         x, y = tf.random.uniform((4, 63, 129, 1), seed=0), tf.one_hot([1, 2, 3, 4], 10)
         with tf.GradientTape() as tape:
