@@ -354,13 +354,15 @@ def resnet(input_shape, num_classes: int, *, filters: int = 16, blocks_per_stage
     if masking:
         x = spec_augment(x, clip=clip if time_mask_span == "clip" else None)
     x = conv_bn(x, filters, 3, stem_strides, name="stem")
+    all_strides = [stem_strides]  # what the time axis went through, for pool_over_clip
     for stage in range(3):
         width = filters * 2 ** stage
         for block in range(blocks_per_stage):
             strides = 2 if stage > 0 and block == 0 else 1
+            all_strides.append(strides)
             x = residual_block(x, width, strides, attention, name=f"stage{stage + 1}_block{block + 1}")
     if pool_span == "clip" and spectrogram:
-        x = pool_over_clip(x, clip, (stem_strides, 2, 2))
+        x = pool_over_clip(x, clip, all_strides)
     else:
         x = layers.GlobalAveragePooling2D(name="gap")(x)
     if dropout:
@@ -640,10 +642,9 @@ def pool_over_clip(x, clip, strides, name: str = "clip_pool"):
     layer only (no weights), computed in float32 under mixed precision.
     """
     mask = clip
-    for i, stride in enumerate(int(s) for s in strides):
-        if stride > 1:
-            mask = layers.MaxPooling2D((stride, 1), strides=(stride, 1), padding="same", name=f"{name}_down{i}",
-                                       dtype=MASK_DTYPE)(mask)
+    for i, stride in enumerate(int(s) for s in strides if int(s) > 1):
+        mask = layers.MaxPooling2D((stride, 1), strides=(stride, 1), padding="same", name=f"{name}_down{i}",
+                                   dtype=MASK_DTYPE)(mask)
     if int(mask.shape[1]) != int(x.shape[1]):
         raise ValueError(f"the clip's mask has {mask.shape[1]} positions and the feature map {x.shape[1]}")
     x = keras.ops.cast(x, "float32")
