@@ -504,11 +504,16 @@ def normalize_per_utterance(x):
     """
     x = keras.ops.cast(x, "float32")
     active = frames_with_sound(x)  # (B,T,1,1)
-    count = keras.ops.maximum(keras.ops.sum(active, axis=1, keepdims=True), 1.0)
-    mean = keras.ops.divide(keras.ops.sum(keras.ops.multiply(x, active), axis=1, keepdims=True), count)
-    centred = keras.ops.multiply(keras.ops.subtract(x, mean), active)
-    variance = keras.ops.divide(keras.ops.sum(keras.ops.square(centred), axis=1, keepdims=True), count)
+    centred = keras.ops.multiply(keras.ops.subtract(x, mean_over_frames(x, active)), active)
+    variance = mean_over_frames(keras.ops.square(centred), active)
     return keras.ops.multiply(centred, keras.ops.rsqrt(keras.ops.add(variance, UTTERANCE_NORM_EPSILON)))
+
+
+def mean_over_frames(x, keep):
+    """Mean of (B, T, ..., C) over the frames (axis 1) that ``keep`` (B, T, 1, 1) of 0/1 keeps, axis kept:
+    (B, 1, ..., C); 0 for an example that keeps no frame."""
+    count = keras.ops.maximum(keras.ops.sum(keep, axis=1, keepdims=True), 1.0)
+    return keras.ops.divide(keras.ops.sum(keras.ops.multiply(x, keep), axis=1, keepdims=True), count)
 
 
 def frequency_warp(x, max_warp: float, name: str = "warp"):
@@ -647,10 +652,8 @@ def pool_over_clip(x, clip, strides, name: str = "clip_pool"):
                                    dtype=MASK_DTYPE)(mask)
     if int(mask.shape[1]) != int(x.shape[1]):
         raise ValueError(f"the clip's mask has {mask.shape[1]} positions and the feature map {x.shape[1]}")
-    x = keras.ops.cast(x, "float32")
-    total = keras.ops.sum(keras.ops.multiply(x, mask), axis=(1, 2))                             # (B, C)
-    count = keras.ops.multiply(keras.ops.maximum(keras.ops.sum(mask, axis=(1, 2)), 1.0), float(x.shape[2]))
-    return keras.ops.divide(total, count)
+    columns = keras.ops.mean(keras.ops.cast(x, "float32"), axis=2, keepdims=True)             # (B, T', 1, C)
+    return layers.Reshape((int(x.shape[-1]),), name=f"{name}_flat", dtype=MASK_DTYPE)(mean_over_frames(columns, mask))
 
 
 def spec_augment(x, clip=None, name: str = "specaugment"):
