@@ -643,8 +643,8 @@ def pool_over_clip(x, clip, strides, name: str = "clip_pool"):
     ``clip`` (:func:`frames_with_sound` of the T frames the stem saw) is brought to the map's T' positions by
     MaxPooling2D with each of ``strides`` (the stem's and the stages', same padding, as the convolutions count
     their outputs: a position holds sound when any frame it starts from does); the result is the mean of the map
-    over the positions with sound and all F' columns. A clip without sound gives zeros. keras.ops and a built-in
-    layer only (no weights), computed in float32 under mixed precision.
+    over the positions with sound and all F' columns. A clip without sound gives zeros. keras.ops and built-in
+    layers only (no weights), computed in float32 under mixed precision.
     """
     mask = clip
     for i, stride in enumerate(int(s) for s in strides if int(s) > 1):
